@@ -1,0 +1,97 @@
+//! File I/O shared by the offline commands: reading specs and calendars.
+
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, DurationRound, TimeDelta, Utc};
+
+use crate::calendar::{self, Calendar};
+use crate::clock::Clock;
+use crate::diag::{Diagnostic, Severity};
+use crate::spec::{self, CalendarLookup, Loaded};
+
+/// Where the calendar `name` lives: `--calendars DIR` (or
+/// `MUHURAT_CALENDARS`), else `calendars/` beside the spec file.
+pub fn find_calendar(spec_file: &Path, dir: Option<&Path>, name: &str) -> PathBuf {
+    let dir = match dir {
+        Some(d) => d.to_path_buf(),
+        None => spec_file
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("calendars"),
+    };
+    dir.join(format!("{name}.yaml"))
+}
+
+fn io_diag(file: &Path, e: &std::io::Error, fix: &str) -> Diagnostic {
+    Diagnostic {
+        severity: Severity::Error,
+        file: file.display().to_string(),
+        line: None,
+        column: None,
+        path: String::new(),
+        message: format!("cannot read the file: {e}"),
+        fix: fix.to_string(),
+    }
+}
+
+/// Read and validate a calendar file.
+pub fn load_calendar_file(path: &Path) -> Result<Calendar, CalendarLookup> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CalendarLookup::NotFound(format!(
+                "no file {}",
+                path.display()
+            )));
+        }
+        Err(e) => {
+            return Err(CalendarLookup::Invalid(vec![io_diag(
+                path,
+                &e,
+                "check the file's permissions",
+            )]));
+        }
+    };
+    calendar::parse(&path.display().to_string(), &text).map_err(CalendarLookup::Invalid)
+}
+
+/// Read a spec file, find and load its calendar, validate both.
+pub fn load_spec_file(path: &Path, calendars: Option<&Path>) -> Result<Loaded, Vec<Diagnostic>> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| vec![io_diag(path, &e, "check the path")])?;
+    spec::load(&path.display().to_string(), &text, |name| {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(CalendarLookup::NotFound(
+                "a calendar name is a plain file name without a folder".into(),
+            ));
+        }
+        load_calendar_file(&find_calendar(path, calendars, name))
+    })
+}
+
+/// Print diagnostics, errors first, to stderr.
+pub fn print_diagnostics(diags: &[Diagnostic]) {
+    let mut sorted: Vec<&Diagnostic> = diags.iter().collect();
+    sorted.sort_by_key(|d| (d.severity, d.file.clone(), d.line, d.column));
+    for d in sorted {
+        eprintln!("{d}");
+    }
+}
+
+/// `--from`/`--to`: RFC 3339 with an offset; default now rounded up to the second.
+pub fn parse_time(
+    flag: &str,
+    text: Option<&str>,
+    clock: &dyn Clock,
+) -> Result<DateTime<Utc>, String> {
+    match text {
+        Some(t) => DateTime::parse_from_rfc3339(t.trim())
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| format!("{flag} `{t}` is not an RFC 3339 time with an offset ({e}); write e.g. 2026-11-27T00:00:00+05:30")),
+        None => {
+            let now = clock.now();
+            let floor = now.duration_trunc(TimeDelta::seconds(1)).unwrap_or(now);
+            Ok(if floor < now { floor + TimeDelta::seconds(1) } else { floor })
+        }
+    }
+}

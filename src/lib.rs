@@ -1,0 +1,15 @@
+//! muhurat — a phased deployment controller that moves HAProxy traffic from
+//! the live pool to a new version only inside permitted windows computed from
+//! an exchange calendar. See DESIGN.md for the contracts; this crate is one
+//! library (pure core + edges) and one binary.
+
+pub mod calendar;
+pub mod cli;
+pub mod clock;
+pub mod diag;
+pub mod duration;
+pub mod localtime;
+pub mod plan;
+pub mod spec;
+pub mod windows;
+pub mod yaml;

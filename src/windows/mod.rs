@@ -1,0 +1,288 @@
+//! Permitted windows: `permitted = allowed − blocked − denied` (DESIGN §3).
+//!
+//! - allowed: the union of the spec's `allow` windows, or all time if none;
+//! - blocked: every session of the spec's segments and every calendar
+//!   blackout, widened by the guard, and everything outside coverage;
+//! - denied: the spec's `deny` windows, plus the server's global freeze.
+//!
+//! All of it is computed for a range `[from, to)` with look-back (a session or
+//! a cron window that began earlier still counts) and clipped to the range.
+//! Every blocked piece keeps a label so a person can be told what closes a
+//! window; the fast path used by plans drops the labels.
+
+pub mod cron;
+mod interval;
+
+use chrono::{DateTime, TimeDelta, Utc};
+use chrono_tz::Tz;
+use serde::Serialize;
+
+use crate::calendar::{Blackout, Calendar, Rule};
+pub use cron::Cron;
+pub use interval::{Interval, intersect, normalize, subtract};
+
+/// A recurring window: starts at every cron instant, lasts `duration`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CronWindow {
+    pub name: String,
+    pub cron: Cron,
+    #[serde(serialize_with = "crate::spec::ser_secs")]
+    pub duration: TimeDelta,
+}
+
+/// A deny window: fixed instants or recurring.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum DenyRule {
+    Fixed {
+        name: String,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    },
+    Recurring(CronWindow),
+}
+
+impl DenyRule {
+    pub fn name(&self) -> &str {
+        match self {
+            DenyRule::Fixed { name, .. } => name,
+            DenyRule::Recurring(w) => &w.name,
+        }
+    }
+}
+
+/// The window rules of one spec, with the segments whose sessions block.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rules<'a> {
+    pub timezone: Tz,
+    pub before_open: TimeDelta,
+    pub after_close: TimeDelta,
+    pub allow: &'a [CronWindow],
+    pub deny: &'a [DenyRule],
+    pub segments: &'a [String],
+}
+
+/// Why an instant is not permitted.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Block<'a> {
+    /// A session of `segment`, widened by the guard.
+    Session {
+        segment: &'a str,
+        rule: Rule<'a>,
+    },
+    Blackout(&'a Blackout),
+    Deny(&'a str),
+    /// Outside the calendar's coverage.
+    Coverage,
+    /// The server's global freeze.
+    Freeze,
+}
+
+/// A blocked stretch and why.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Blocked<'a> {
+    pub interval: Interval,
+    pub block: Block<'a>,
+}
+
+fn cron_windows(ws: &[CronWindow], tz: Tz, range: Interval) -> Vec<(Interval, &CronWindow)> {
+    let mut out = Vec::new();
+    for w in ws {
+        for s in w
+            .cron
+            .starts_between(tz, range.start - w.duration, range.end)
+        {
+            let iv = Interval::new(s, s + w.duration);
+            if iv.overlaps(&range) {
+                out.push((iv, w));
+            }
+        }
+    }
+    out
+}
+
+/// Allowed time in `range`: the union of allow windows, or the whole range.
+pub fn allowed(rules: &Rules, range: Interval) -> Vec<Interval> {
+    if rules.allow.is_empty() {
+        return vec![range];
+    }
+    let v = cron_windows(rules.allow, rules.timezone, range)
+        .into_iter()
+        .map(|(iv, _)| iv)
+        .collect();
+    intersect(&normalize(v), &[range])
+}
+
+/// Every blocked or denied stretch overlapping `range`, labelled, unmerged.
+/// `freeze` is the server's global freeze, if on (from when it was switched on).
+pub fn blocked<'a>(
+    rules: &Rules<'a>,
+    cal: &'a Calendar,
+    range: Interval,
+    freeze: &[Interval],
+) -> Vec<Blocked<'a>> {
+    let mut out = Vec::new();
+    let guard = rules.before_open.max(rules.after_close);
+    let (first, last) = cal.dates_around(range.start, range.end, guard);
+    for name in rules.segments {
+        let Some(seg) = cal.segment(name) else {
+            continue;
+        };
+        for s in cal.sessions(seg, first, last) {
+            let iv = Interval::new(
+                s.interval.start - rules.before_open,
+                s.interval.end + rules.after_close,
+            );
+            if iv.overlaps(&range) {
+                out.push(Blocked {
+                    interval: iv,
+                    block: Block::Session {
+                        segment: s.segment,
+                        rule: s.rule,
+                    },
+                });
+            }
+        }
+    }
+    for (iv, b) in cal.blackouts_between(first, last) {
+        let iv = Interval::new(iv.start - rules.before_open, iv.end + rules.after_close);
+        if iv.overlaps(&range) {
+            out.push(Blocked {
+                interval: iv,
+                block: Block::Blackout(b),
+            });
+        }
+    }
+    let cov = cal.coverage();
+    if range.start < cov.start {
+        out.push(Blocked {
+            interval: Interval::new(range.start, cov.start.min(range.end)),
+            block: Block::Coverage,
+        });
+    }
+    if range.end > cov.end {
+        out.push(Blocked {
+            interval: Interval::new(cov.end.max(range.start), range.end),
+            block: Block::Coverage,
+        });
+    }
+    for d in rules.deny {
+        match d {
+            DenyRule::Fixed { name, from, to } => {
+                let iv = Interval::new(*from, *to);
+                if iv.overlaps(&range) {
+                    out.push(Blocked {
+                        interval: iv,
+                        block: Block::Deny(name),
+                    });
+                }
+            }
+            DenyRule::Recurring(w) => {
+                for (iv, w) in cron_windows(std::slice::from_ref(w), rules.timezone, range) {
+                    out.push(Blocked {
+                        interval: iv,
+                        block: Block::Deny(&w.name),
+                    });
+                }
+            }
+        }
+    }
+    for f in freeze {
+        if f.overlaps(&range) {
+            out.push(Blocked {
+                interval: *f,
+                block: Block::Freeze,
+            });
+        }
+    }
+    out
+}
+
+/// Permitted intervals in `range`, sorted and merged.
+pub fn permitted(
+    rules: &Rules,
+    cal: &Calendar,
+    range: Interval,
+    freeze: &[Interval],
+) -> Vec<Interval> {
+    if range.is_empty() {
+        return Vec::new();
+    }
+    let cuts = normalize(
+        blocked(rules, cal, range, freeze)
+            .into_iter()
+            .map(|b| b.interval)
+            .collect(),
+    );
+    subtract(&allowed(rules, range), &cuts)
+}
+
+/// A permitted window and what ends it.
+#[derive(Debug, Clone)]
+pub struct Explained<'a> {
+    pub window: Interval,
+    /// The blocked stretch that begins where the window ends, if any.
+    pub closed_by: Option<Blocked<'a>>,
+    /// The allow window that ends where this window ends, if that is what ends it.
+    pub allow_ends: Option<&'a str>,
+    /// Blocked stretches that start where the window ends or earlier and
+    /// were never opened — used to show e.g. a low-confidence blackout.
+    pub cut_at_range_end: bool,
+}
+
+/// Permitted windows with what closes each, for people.
+pub fn explain<'a>(
+    rules: &Rules<'a>,
+    cal: &'a Calendar,
+    range: Interval,
+    freeze: &[Interval],
+) -> Vec<Explained<'a>> {
+    // Look a little past the range so a window clipped at `to` still says
+    // what would close it.
+    let wide = Interval::new(range.start, range.end + TimeDelta::days(4));
+    let blocks = blocked(rules, cal, wide, freeze);
+    let cuts = normalize(blocks.iter().map(|b| b.interval).collect());
+    let allow_iv = cron_windows(rules.allow, rules.timezone, wide);
+    let all = subtract(&allowed(rules, wide), &cuts);
+    all.into_iter()
+        .filter(|w| w.start < range.end)
+        .map(|w| {
+            let shown = Interval::new(w.start, w.end.min(range.end));
+            let closed_by = blocks
+                .iter()
+                .filter(|b| b.interval.start <= w.end && b.interval.end > w.end)
+                .min_by_key(|b| (b.interval.start != w.end, block_rank(&b.block)))
+                .cloned();
+            let allow_ends = if closed_by
+                .as_ref()
+                .is_some_and(|b| b.interval.start == w.end)
+            {
+                None
+            } else {
+                allow_iv
+                    .iter()
+                    .find(|(iv, _)| iv.end == w.end)
+                    .map(|(_, a)| a.name.as_str())
+            };
+            Explained {
+                window: shown,
+                closed_by,
+                allow_ends,
+                cut_at_range_end: w.end > range.end,
+            }
+        })
+        .collect()
+}
+
+fn block_rank(b: &Block) -> u8 {
+    match b {
+        Block::Freeze => 0,
+        Block::Coverage => 1,
+        Block::Blackout(_) => 2,
+        Block::Deny(_) => 3,
+        Block::Session { .. } => 4,
+    }
+}
+
+#[cfg(test)]
+mod tests;
