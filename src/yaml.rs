@@ -33,12 +33,15 @@ impl Positions {
     /// Index every node of `text`. A file that does not parse yields an empty
     /// index; serde reports the syntax error with its own position.
     pub fn index(text: &str) -> Positions {
+        Positions::try_index(text).unwrap_or_default()
+    }
+
+    /// Like [`Positions::index`], but None when `text` is not valid YAML.
+    fn try_index(text: &str) -> Option<Positions> {
         let mut rx = Indexer::default();
         let mut parser = Parser::new_from_str(text);
-        if parser.load(&mut rx, false).is_err() {
-            return Positions::default();
-        }
-        Positions { map: rx.map }
+        parser.load(&mut rx, false).ok()?;
+        Some(Positions { map: rx.map })
     }
 
     /// The position of `path`, or of its nearest ancestor that is written in
@@ -110,6 +113,17 @@ impl Indexer {
                     // A key. Non-scalar keys do not occur in our formats.
                     let k = scalar.unwrap_or("?").to_string();
                     *key = Some((k, mark));
+                    // yaml-rust2 marks a block mapping's start *after* its
+                    // first key (`- approval: {min: 1}` was placed at the
+                    // `{`), which only matters for a mapping in a sequence:
+                    // elsewhere the parent's key places it. A mapping starts
+                    // no later than its first key.
+                    if let Some(at) = self.map.get_mut(path.as_str()) {
+                        let k = pos(mark);
+                        if (k.line, k.column) < (at.line, at.column) {
+                            *at = k;
+                        }
+                    }
                     None
                 }
                 Some((k, key_mark)) => {
@@ -189,13 +203,47 @@ pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Box<Di
         let path = if path == "." { String::new() } else { path };
         let inner = e.into_inner();
         let loc = inner.location();
-        let message = strip_serde_noise(&inner.to_string());
-        let fix = fix_for(&message);
+        let mut line = loc.as_ref().map(|l| l.line());
+        let mut column = loc.as_ref().map(|l| l.column());
+        let mut path = path;
+        let mut message = strip_serde_noise(&inner.to_string());
+        let fix = match fix_for(&message) {
+            Some(fix) => fix.to_string(),
+            None => match Positions::try_index(text) {
+                // A syntax error. serde_path_to_error's path is wherever the
+                // deserializer had got to when the scanner failed (`?`, or
+                // the key *before* the error), which names the wrong key;
+                // the line and column are right, so keep only those.
+                None => {
+                    path.clear();
+                    "fix the YAML syntax at this place".to_string()
+                }
+                // An error raised after a value was read, such as a step's
+                // `try_from`: serde_yaml_ng places it at the enclosing
+                // collection (`steps[2]` was reported on the line of
+                // `steps[0]`), so place it by its key path instead. Such
+                // messages are written `what is wrong; how to fix it`.
+                Some(positions) => {
+                    if let Some(p) = positions.find(&path) {
+                        line = Some(p.line);
+                        column = Some(p.column);
+                    }
+                    match message.split_once("; ") {
+                        Some((what, how)) => {
+                            let how = how.to_string();
+                            message.truncate(what.len());
+                            how
+                        }
+                        None => "correct the value at this key".to_string(),
+                    }
+                }
+            },
+        };
         Box::new(Diagnostic {
             severity: Severity::Error,
             file: file.to_string(),
-            line: loc.as_ref().map(|l| l.line()),
-            column: loc.as_ref().map(|l| l.column()),
+            line,
+            column,
             path,
             message,
             fix,
@@ -222,19 +270,21 @@ fn strip_serde_noise(msg: &str) -> String {
     m
 }
 
-fn fix_for(message: &str) -> String {
+/// The fix for serde's own errors; None for syntax errors and for custom
+/// errors (ours, from `try_from`), which [`from_str`] handles.
+fn fix_for(message: &str) -> Option<&'static str> {
     if message.starts_with("unknown field") {
-        "remove the key or correct its spelling".into()
+        Some("remove the key or correct its spelling")
     } else if message.starts_with("unknown variant") {
-        "use one of the values listed".into()
+        Some("use one of the values listed")
     } else if message.starts_with("missing field") {
-        "add the key".into()
-    } else if message.starts_with("invalid type") {
-        "write a value of the expected type (quote text; write numbers without quotes)".into()
+        Some("add the key")
+    } else if message.starts_with("invalid type") || message.starts_with("invalid value") {
+        Some("write a value of the expected type (quote text; write numbers without quotes)")
     } else if message.starts_with("duplicate") {
-        "keep only one of the duplicated keys".into()
+        Some("keep only one of the duplicated keys")
     } else {
-        "fix the YAML syntax at this place".into()
+        None
     }
 }
 

@@ -271,9 +271,7 @@ impl Spec {
     /// sorted, durations in seconds. Approvals name it, and a retried CI job
     /// with the same hash gets the same rollout back.
     pub fn hash(&self) -> String {
-        // serde_json's Map is a BTreeMap here (no `preserve_order`), so going
-        // through Value sorts every object's keys.
-        let value = serde_json::to_value(self).expect("a spec always serializes");
+        let value = canonical(serde_json::to_value(self).expect("a spec always serializes"));
         let bytes = serde_json::to_vec(&value).expect("a JSON value always serializes");
         let digest = Sha256::digest(&bytes);
         digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -292,6 +290,22 @@ impl Spec {
 
     pub fn has_checks(&self) -> bool {
         self.analysis.as_ref().is_some_and(|a| !a.checks.is_empty())
+    }
+}
+
+/// The same JSON with every object's keys sorted, recursively. serde_json
+/// keeps insertion order (`preserve_order`, for readable CLI output), so the
+/// hash must not depend on it.
+fn canonical(v: serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match v {
+        Value::Object(map) => {
+            let mut entries: Vec<(String, Value)> = map.into_iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(&b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
+        other => other,
     }
 }
 

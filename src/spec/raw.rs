@@ -1,9 +1,9 @@
 //! Raw spec types: exactly the YAML of DESIGN §4, nothing checked yet but
 //! shape. Unknown keys are errors (`deny_unknown_fields`, never `flatten`).
 
-use std::collections::BTreeMap;
-
 use serde::Deserialize;
+
+use crate::yaml::OrderedMap;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,7 +73,9 @@ pub struct RawTraffic {
 pub struct RawHaproxy {
     pub endpoints: Vec<String>,
     pub backend: String,
-    pub pools: BTreeMap<String, Vec<String>>,
+    /// Kept with duplicates: a BTreeMap silently kept the last of two
+    /// `blue:` keys, dropping servers without a word.
+    pub pools: OrderedMap<Vec<String>>,
     pub rollback: Option<RawRollback>,
 }
 
@@ -89,7 +91,9 @@ pub struct RawConsul {
     pub address: String,
     pub token_secret: Option<String>,
     pub kv: RawKv,
-    pub pools: BTreeMap<String, Vec<String>>,
+    /// Kept with duplicates: a BTreeMap silently kept the last of two
+    /// `blue:` keys, dropping servers without a word.
+    pub pools: OrderedMap<Vec<String>>,
     pub verify: Option<RawVerify>,
 }
 

@@ -126,19 +126,39 @@ impl V {
     fn pools(
         &mut self,
         path: &str,
-        raw: &std::collections::BTreeMap<String, Vec<String>>,
+        raw: &crate::yaml::OrderedMap<Vec<String>>,
     ) -> Option<[Pool; 2]> {
-        if raw.len() != 2 {
+        // A pool named twice is reported as such, not folded into one (which
+        // dropped the first pool's servers) nor counted as a third pool.
+        let mut names: BTreeSet<&str> = BTreeSet::new();
+        let mut dup = false;
+        for (name, _) in &raw.0 {
+            if !names.insert(name.as_str()) {
+                self.err(
+                    format!("{path}.{name}"),
+                    format!("pool `{name}` is written twice"),
+                    "write each pool once, listing all its servers",
+                );
+                dup = true;
+            }
+        }
+        if dup {
+            return None;
+        }
+        if raw.0.len() != 2 {
             self.err(
                 path,
-                format!("{} pools given; a target has exactly two", raw.len()),
+                format!("{} pools given; a target has exactly two", raw.0.len()),
                 "name two pools of servers, e.g. {blue: [b1, b2], green: [g1, g2]}",
             );
             return None;
         }
+        // Sorted by name, as `Traffic` promises.
+        let mut sorted: Vec<&(String, Vec<String>)> = raw.0.iter().collect();
+        sorted.sort_by(|a, b| a.0.cmp(&b.0));
         let mut seen: BTreeSet<&str> = BTreeSet::new();
         let mut ok = true;
-        for (name, servers) in raw {
+        for (name, servers) in sorted.iter().map(|e| (&e.0, &e.1)) {
             let p = format!("{path}.{name}");
             if !is_name(name) {
                 self.err(
@@ -177,7 +197,7 @@ impl V {
         if !ok {
             return None;
         }
-        let mut it = raw.iter().map(|(n, s)| Pool {
+        let mut it = sorted.iter().map(|(n, s)| Pool {
             name: n.clone(),
             servers: s.clone(),
         });

@@ -314,7 +314,8 @@ mod tests {
     #[case("0 1 * * fri-sun", vec![Sun, Fri, Sat])]
     #[case("0 1 * * */2", vec![Sun, Tue, Thu, Sat])]
     #[case("0 1 * * 1-5/2", vec![Mon, Wed, Fri])]
-    #[case("0 1 * * 3/2", vec![Wed, Fri])]
+    // `N/S` is `N-max/S`, and the weekday max is 7 (Sunday).
+    #[case("0 1 * * 3/2", vec![Sun, Wed, Fri])]
     #[case("0 1 * * *", vec![Sun, Mon, Tue, Wed, Thu, Fri, Sat])]
     fn weekday_field(#[case] expr: &str, #[case] want: Vec<Weekday>) {
         assert_eq!(weekdays(expr), want, "{expr}");
@@ -334,8 +335,8 @@ mod tests {
         // `*/2` begins with `*`: crontab ANDs it with the weekday field.
         let from = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap();
         let got = days_matching("0 0 */2 * mon", from, 31);
-        // Mondays in Dec 2026: 7, 14, 21, 28; odd days of month only: none.
-        assert!(got.is_empty(), "{got:?}");
+        // Mondays in Dec 2026: 7, 14, 21, 28; of those, odd days of month: 7, 21.
+        assert_eq!(got.iter().map(|d| d.day()).collect::<Vec<_>>(), vec![7, 21]);
         let got = days_matching("0 0 */2 * tue", from, 31);
         assert_eq!(
             got.iter().map(|d| d.day()).collect::<Vec<_>>(),
