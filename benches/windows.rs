@@ -33,9 +33,14 @@ fn bench(c: &mut Criterion) {
     let rules = loaded.spec.window_rules();
     let n = windows::permitted(&rules, &loaded.calendar, range, &[]).len();
     eprintln!("permitted windows in 365 days: {n}");
-    c.bench_function("permitted windows, NSE, 365 days, 4 segments, allow+deny", |b| {
-        b.iter(|| windows::permitted(black_box(&rules), black_box(&loaded.calendar), range, &[]))
-    });
+    c.bench_function(
+        "permitted windows, NSE, 365 days, 4 segments, allow+deny",
+        |b| {
+            b.iter(|| {
+                windows::permitted(black_box(&rules), black_box(&loaded.calendar), range, &[])
+            })
+        },
+    );
 
     let kite = load(&kite);
     let from: DateTime<Utc> = "2026-02-02T17:00:00+05:30".parse().unwrap();

@@ -36,9 +36,23 @@ pub fn resolve(tz: Tz, ndt: NaiveDateTime) -> DateTime<Utc> {
     }
 }
 
-/// The instant of `minutes` after local midnight on `date` (1440 = the next
-/// midnight, the calendar's `24:00`).
-pub fn at_minutes(tz: Tz, date: NaiveDate, minutes: u16) -> DateTime<Utc> {
+/// Like [`resolve`], but a local time that occurs twice means its *last*
+/// occurrence. Used for the end of a session or blackout: when the clock
+/// falls back, the session is blocked until the later instant (fail closed).
+pub fn resolve_end(tz: Tz, ndt: NaiveDateTime) -> DateTime<Utc> {
+    match tz.from_local_datetime(&ndt) {
+        LocalResult::Ambiguous(a, b) => a.max(b).with_timezone(&Utc),
+        _ => resolve(tz, ndt),
+    }
+}
+
+/// [`at_minutes`] for the end of an interval: see [`resolve_end`].
+pub fn end_at_minutes(tz: Tz, date: NaiveDate, minutes: u16) -> DateTime<Utc> {
+    let (date, minutes) = split_minutes(date, minutes);
+    resolve_end(tz, date.and_time(minutes))
+}
+
+fn split_minutes(date: NaiveDate, minutes: u16) -> (NaiveDate, NaiveTime) {
     let (date, minutes) = if minutes >= 1440 {
         (date.succ_opt().unwrap_or(date), minutes - 1440)
     } else {
@@ -46,6 +60,13 @@ pub fn at_minutes(tz: Tz, date: NaiveDate, minutes: u16) -> DateTime<Utc> {
     };
     let time = NaiveTime::from_hms_opt(u32::from(minutes / 60), u32::from(minutes % 60), 0)
         .unwrap_or(NaiveTime::MIN);
+    (date, time)
+}
+
+/// The instant of `minutes` after local midnight on `date` (1440 = the next
+/// midnight, the calendar's `24:00`).
+pub fn at_minutes(tz: Tz, date: NaiveDate, minutes: u16) -> DateTime<Utc> {
+    let (date, time) = split_minutes(date, minutes);
     resolve(tz, date.and_time(time))
 }
 
@@ -86,9 +107,21 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_end_time_is_its_last_occurrence() {
+        let d = NaiveDate::from_ymd_opt(2026, 11, 1).unwrap();
+        let end = end_at_minutes(New_York, d, 90);
+        assert_eq!(rfc3339(New_York, end), "2026-11-01T01:30:00-05:00");
+        assert_eq!(
+            rfc3339(New_York, at_minutes(New_York, d, 90)),
+            "2026-11-01T01:30:00-04:00"
+        );
+    }
+
+    #[test]
     fn twenty_four_hundred_is_next_midnight() {
         let d = NaiveDate::from_ymd_opt(2026, 11, 8).unwrap();
         let t = at_minutes(chrono_tz::Asia::Kolkata, d, 1440);
+        assert_eq!(end_at_minutes(chrono_tz::Asia::Kolkata, d, 1440), t);
         assert_eq!(
             rfc3339(chrono_tz::Asia::Kolkata, t),
             "2026-11-09T00:00:00+05:30"

@@ -255,10 +255,10 @@ pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Box<Di
 /// the diagnostic already carries in a fixed place.
 fn strip_serde_noise(msg: &str) -> String {
     let mut m = msg.trim().to_string();
-    if let Some(i) = m.rfind(" at line ") {
-        if m[i..].contains(" column ") {
-            m.truncate(i);
-        }
+    if let Some(i) = m.rfind(" at line ")
+        && m[i..].contains(" column ")
+    {
+        m.truncate(i);
     }
     // "steps[1].bake: unknown field ..." → "unknown field ..."
     if let Some((head, tail)) = m.split_once(": ") {

@@ -24,7 +24,9 @@ fn muhurat(args: &[&str]) -> String {
 }
 
 fn check(golden: &str, args: &[&str]) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(golden);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(golden);
     let got = muhurat(args);
     if std::env::var_os("UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &got).expect("write golden file");
@@ -40,23 +42,62 @@ fn check(golden: &str, args: &[&str]) {
 
 #[test]
 fn plan_kite_api() {
-    check("plan-kite-api.json", &["plan", "rollouts/kite-api.yaml", "--from", FROM, "-o", "json"]);
+    check(
+        "plan-kite-api.json",
+        &[
+            "plan",
+            "rollouts/kite-api.yaml",
+            "--from",
+            FROM,
+            "-o",
+            "json",
+        ],
+    );
 }
 
 #[test]
 fn plan_console_consul() {
-    check("plan-console-consul.json", &["plan", "rollouts/console-consul.yaml", "--from", FROM, "-o", "json"]);
+    check(
+        "plan-console-consul.json",
+        &[
+            "plan",
+            "rollouts/console-consul.yaml",
+            "--from",
+            FROM,
+            "-o",
+            "json",
+        ],
+    );
 }
 
 #[test]
 fn windows_kite_api() {
-    check("windows-kite-api.json", &["windows", "rollouts/kite-api.yaml", "--from", FROM, "--days", "14", "-o", "json"]);
+    check(
+        "windows-kite-api.json",
+        &[
+            "windows",
+            "rollouts/kite-api.yaml",
+            "--from",
+            FROM,
+            "--days",
+            "14",
+            "-o",
+            "json",
+        ],
+    );
 }
 
 #[test]
 fn plan_kite_api_near_coverage_end_has_null_steps() {
     // Not a golden file: the contract says steps past coverage are null.
-    let out = muhurat(&["plan", "rollouts/kite-api.yaml", "--from", "2026-12-29T17:00:00+05:30", "-o", "json"]);
+    let out = muhurat(&[
+        "plan",
+        "rollouts/kite-api.yaml",
+        "--from",
+        "2026-12-29T17:00:00+05:30",
+        "-o",
+        "json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(v["complete_at"].is_null(), "{out}");
     let steps = v["steps"].as_array().unwrap();

@@ -188,14 +188,14 @@ impl V {
     }
 
     fn in_coverage(&mut self, path: &str, d: NaiveDate, cov: Option<(NaiveDate, NaiveDate)>) {
-        if let Some((from, until)) = cov {
-            if d < from || d > until {
-                self.err(
-                    path,
-                    format!("{d} is outside the calendar's coverage {from}..{until}"),
-                    "move the entry inside valid_from..valid_until or widen the coverage",
-                );
-            }
+        if let Some((from, until)) = cov
+            && (d < from || d > until)
+        {
+            self.err(
+                path,
+                format!("{d} is outside the calendar's coverage {from}..{until}"),
+                "move the entry inside valid_from..valid_until or widen the coverage",
+            );
         }
     }
 
@@ -361,7 +361,6 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
                     "give open, close or both",
                 );
             }
-            let Some(base) = hours else { continue };
             let open = se
                 .open
                 .as_deref()
@@ -379,6 +378,10 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
                 );
                 continue;
             }
+            // Checked only now, after the season's own times and dates: an
+            // invalid segment `open`/`close` must not hide the season's errors
+            // (every problem is reported in one pass).
+            let Some(base) = hours else { continue };
             let open = match open {
                 Some(Some(o)) => o,
                 Some(None) => continue,
@@ -429,10 +432,13 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
     let mut holidays = BTreeMap::new();
     for (i, h) in raw.holidays.iter().enumerate() {
         let p = format!("holidays[{i}]");
-        let Some(date) = v.date(&format!("{p}.date"), &h.date) else {
-            continue;
-        };
-        v.in_coverage(&format!("{p}.date"), date, cov);
+        // A bad date or `closed` does not stop the entry's other checks
+        // (its sessions, a later duplicate of its date): every problem is
+        // reported in one pass.
+        let date = v.date(&format!("{p}.date"), &h.date);
+        if let Some(date) = date {
+            v.in_coverage(&format!("{p}.date"), date, cov);
+        }
         let closed = match &h.closed {
             RawClosed::Word(w) if w == "all" => Closed::All,
             RawClosed::Word(w) => {
@@ -441,7 +447,8 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
                     format!("`{w}` is neither `all` nor a list"),
                     "write `all`, or a list such as [equity, fno], or [] when only sessions change",
                 );
-                continue;
+                // Placeholder so the checks go on; the file is refused anyway.
+                Closed::All
             }
             RawClosed::List(list) => {
                 for (j, s) in list.iter().enumerate() {
@@ -457,6 +464,7 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
             }
         };
         let sessions = v.session_map(&format!("{p}.sessions"), &h.sessions, &known);
+        let Some(date) = date else { continue };
         let hol = Holiday {
             name: h.name.clone(),
             closed,
@@ -478,10 +486,11 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
     let mut special_sessions = BTreeMap::new();
     for (i, s) in raw.special_sessions.iter().enumerate() {
         let p = format!("special_sessions[{i}]");
-        let Some(date) = v.date(&format!("{p}.date"), &s.date) else {
-            continue;
-        };
-        v.in_coverage(&format!("{p}.date"), date, cov);
+        // As for holidays: a bad date does not hide the sessions' errors.
+        let date = v.date(&format!("{p}.date"), &s.date);
+        if let Some(date) = date {
+            v.in_coverage(&format!("{p}.date"), date, cov);
+        }
         if s.sessions.0.is_empty() {
             v.err(
                 format!("{p}.sessions"),
@@ -490,6 +499,7 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
             );
         }
         let sessions = v.session_map(&format!("{p}.sessions"), &s.sessions, &known);
+        let Some(date) = date else { continue };
         let sp = SpecialSession {
             name: s.name.clone(),
             sessions,

@@ -154,7 +154,9 @@ pub enum Rule<'a> {
     NoSession,
 }
 
-/// One session of one segment, as an instant interval.
+/// One session of one segment, as an instant interval. A close at a local
+/// time that occurs twice (clocks falling back) is its later occurrence, so a
+/// session is never cut short (fail closed).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Session<'a> {
     pub segment: &'a str,
@@ -182,10 +184,10 @@ impl Calendar {
 
     /// The local hours of `segment` on `date`, and the rule that decided them.
     pub fn hours_on<'a>(&'a self, segment: &'a Segment, date: NaiveDate) -> (Vec<Hours>, Rule<'a>) {
-        if let Some(sp) = self.special_sessions.get(&date) {
-            if let Some(h) = sp.sessions.get(&segment.name) {
-                return (h.clone(), Rule::Special(sp));
-            }
+        if let Some(sp) = self.special_sessions.get(&date)
+            && let Some(h) = sp.sessions.get(&segment.name)
+        {
+            return (h.clone(), Rule::Special(sp));
         }
         if let Some(hol) = self.holidays.get(&date) {
             if let Some(h) = hol.sessions.get(&segment.name) {
@@ -193,7 +195,7 @@ impl Calendar {
             }
             let closed = match &hol.closed {
                 Closed::All => true,
-                Closed::Segments(list) => list.iter().any(|s| *s == segment.name),
+                Closed::Segments(list) => list.contains(&segment.name),
             };
             if closed {
                 return (Vec::new(), Rule::HolidayClosed(hol));
@@ -229,7 +231,7 @@ impl Calendar {
                     date: d,
                     interval: Interval::new(
                         localtime::at_minutes(self.timezone, d, h.open.0),
-                        localtime::at_minutes(self.timezone, d, h.close.0),
+                        localtime::end_at_minutes(self.timezone, d, h.close.0),
                     ),
                     rule,
                 });
@@ -253,7 +255,7 @@ impl Calendar {
                 (
                     Interval::new(
                         localtime::at_minutes(self.timezone, b.date, b.hours.open.0),
-                        localtime::at_minutes(self.timezone, b.date, b.hours.close.0),
+                        localtime::end_at_minutes(self.timezone, b.date, b.hours.close.0),
                     ),
                     b,
                 )

@@ -166,7 +166,7 @@ pub fn run(
                     end_label,
                     duration::format(w.end - w.start),
                     note,
-                    w.end.with_timezone(&tz).format("%H:%M %a"),
+                    e.ends.with_timezone(&tz).format("%H:%M %a"),
                     closes(e, spec.windows.before_open, &until),
                 );
             }

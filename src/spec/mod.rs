@@ -103,8 +103,15 @@ impl Endpoint {
                     .ok_or_else(|| format!("`{s}`: write an IPv6 endpoint as tcp:[::1]:9999"))?;
                 (h, p)
             } else {
-                rest.rsplit_once(':')
-                    .ok_or_else(|| format!("`{s}` has no port"))?
+                let (h, p) = rest
+                    .rsplit_once(':')
+                    .ok_or_else(|| format!("`{s}` has no port"))?;
+                // Unbracketed IPv6 is ambiguous: `tcp:fe80::1` was read as
+                // host `fe80:`, port 1.
+                if h.contains(':') {
+                    return Err(format!("`{s}`: write an IPv6 endpoint as tcp:[::1]:9999"));
+                }
+                (h, p)
             };
             let port: u16 = port
                 .parse()
@@ -302,7 +309,12 @@ fn canonical(v: serde_json::Value) -> serde_json::Value {
         Value::Object(map) => {
             let mut entries: Vec<(String, Value)> = map.into_iter().collect();
             entries.sort_by(|a, b| a.0.cmp(&b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k, canonical(v))).collect())
+            Value::Object(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (k, canonical(v)))
+                    .collect(),
+            )
         }
         Value::Array(items) => Value::Array(items.into_iter().map(canonical).collect()),
         other => other,

@@ -356,14 +356,14 @@ pub fn validate(
                         "list each segment once",
                     );
                 }
-                if let Some(k) = &known {
-                    if !k.contains(s) {
-                        v.err(
-                            format!("segments[{i}]"),
-                            format!("the calendar has no segment `{s}`"),
-                            format!("use one of: {}", k.join(", ")),
-                        );
-                    }
+                if let Some(k) = &known
+                    && !k.contains(s)
+                {
+                    v.err(
+                        format!("segments[{i}]"),
+                        format!("the calendar has no segment `{s}`"),
+                        format!("use one of: {}", k.join(", ")),
+                    );
                 }
             }
             list.clone()
@@ -646,14 +646,14 @@ pub fn validate(
                         "add max_ratio: 1.2 for \"at most 20% worse than live\"",
                     );
                 }
-                if let (Some(lo), Some(hi)) = (b.min_ratio, b.max_ratio) {
-                    if lo > hi {
-                        v.err(
-                            format!("{p}.baseline.min_ratio"),
-                            "min_ratio is above max_ratio",
-                            "no value could pass; swap them",
-                        );
-                    }
+                if let (Some(lo), Some(hi)) = (b.min_ratio, b.max_ratio)
+                    && lo > hi
+                {
+                    v.err(
+                        format!("{p}.baseline.min_ratio"),
+                        "min_ratio is above max_ratio",
+                        "no value could pass; swap them",
+                    );
                 }
             }
             if c.min.is_none() && c.max.is_none() && c.baseline.is_none() {
@@ -663,14 +663,14 @@ pub fn validate(
                     "give max, min or baseline; a check without one passes on any value",
                 );
             }
-            if let (Some(lo), Some(hi)) = (c.min, c.max) {
-                if lo > hi {
-                    v.err(
-                        format!("{p}.min"),
-                        "min is above max",
-                        "no value could pass; swap them",
-                    );
-                }
+            if let (Some(lo), Some(hi)) = (c.min, c.max)
+                && lo > hi
+            {
+                v.err(
+                    format!("{p}.min"),
+                    "min is above max",
+                    "no value could pass; swap them",
+                );
             }
             for (k, x) in [("min", c.min), ("max", c.max)] {
                 if x.is_some_and(f64::is_nan) {
@@ -758,16 +758,14 @@ pub fn validate(
                 let path = format!("{p}.set_weight");
                 if *w == 0 || *w > 100 {
                     v.err(&path, format!("weight {w} is not 1-100"), "a set_weight raises the canary share to 1-100%; lowering is what rollback and abort are for");
-                } else if let Some((_, prev)) = last_weight {
-                    if *w <= prev {
-                        v.err(
-                            &path,
-                            format!(
-                                "weight {w} does not increase on the previous set_weight ({prev})"
-                            ),
-                            "set_weight values must strictly increase",
-                        );
-                    }
+                } else if let Some((_, prev)) = last_weight
+                    && *w <= prev
+                {
+                    v.err(
+                        &path,
+                        format!("weight {w} does not increase on the previous set_weight ({prev})"),
+                        "set_weight values must strictly increase",
+                    );
                 }
                 last_weight = Some((i, *w));
                 steps.push(Step::SetWeight(*w));
@@ -862,19 +860,19 @@ pub fn validate(
         ),
         _ => {}
     }
-    if let Some(first) = weights.first() {
-        if *first > 10 {
-            let i = raw
-                .steps
-                .iter()
-                .position(|s| matches!(s, RawStep::SetWeight(_)))
-                .unwrap_or(0);
-            v.warn(
-                format!("steps[{i}].set_weight"),
-                format!("the first weight is {first}%"),
-                "start with 10% or less so a bad release reaches few customers",
-            );
-        }
+    if let Some(first) = weights.first()
+        && *first > 10
+    {
+        let i = raw
+            .steps
+            .iter()
+            .position(|s| matches!(s, RawStep::SetWeight(_)))
+            .unwrap_or(0);
+        v.warn(
+            format!("steps[{i}].set_weight"),
+            format!("the first weight is {first}%"),
+            "start with 10% or less so a bad release reaches few customers",
+        );
     }
     if !steps.iter().any(|s| matches!(s, Step::Approval { .. })) && !steps.is_empty() {
         v.warn(

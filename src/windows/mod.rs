@@ -225,9 +225,10 @@ pub struct Explained<'a> {
     pub closed_by: Option<Blocked<'a>>,
     /// The allow window that ends where this window ends, if that is what ends it.
     pub allow_ends: Option<&'a str>,
-    /// Blocked stretches that start where the window ends or earlier and
-    /// were never opened — used to show e.g. a low-confidence blackout.
+    /// The window goes on past the range shown; `ends` is its real end.
     pub cut_at_range_end: bool,
+    /// Where the window really ends (after `window.end` when cut).
+    pub ends: DateTime<Utc>,
 }
 
 /// Permitted windows with what closes each, for people.
@@ -269,6 +270,7 @@ pub fn explain<'a>(
                 closed_by,
                 allow_ends,
                 cut_at_range_end: w.end > range.end,
+                ends: w.end,
             }
         })
         .collect()

@@ -42,7 +42,13 @@ fn t(s: &str) -> DateTime<Utc> {
     DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
 }
 
-fn rules<'a>(segments: &'a [String], allow: &'a [CronWindow], deny: &'a [DenyRule], tz: Tz, guard: i64) -> Rules<'a> {
+fn rules<'a>(
+    segments: &'a [String],
+    allow: &'a [CronWindow],
+    deny: &'a [DenyRule],
+    tz: Tz,
+    guard: i64,
+) -> Rules<'a> {
     Rules {
         timezone: tz,
         before_open: TimeDelta::minutes(guard),
@@ -54,7 +60,14 @@ fn rules<'a>(segments: &'a [String], allow: &'a [CronWindow], deny: &'a [DenyRul
 }
 
 fn show(tz: Tz, v: &[Interval]) -> Vec<(String, String)> {
-    v.iter().map(|i| (localtime::rfc3339(tz, i.start), localtime::rfc3339(tz, i.end))).collect()
+    v.iter()
+        .map(|i| {
+            (
+                localtime::rfc3339(tz, i.start),
+                localtime::rfc3339(tz, i.end),
+            )
+        })
+        .collect()
 }
 
 fn segs(v: &[&str]) -> Vec<String> {
@@ -62,7 +75,11 @@ fn segs(v: &[&str]) -> Vec<String> {
 }
 
 fn cw(name: &str, cron: &str, mins: i64) -> CronWindow {
-    CronWindow { name: name.into(), cron: Cron::parse(cron).unwrap(), duration: TimeDelta::minutes(mins) }
+    CronWindow {
+        name: name.into(),
+        cron: Cron::parse(cron).unwrap(),
+        duration: TimeDelta::minutes(mins),
+    }
 }
 
 const IST: Tz = chrono_tz::Asia::Kolkata;
@@ -73,12 +90,26 @@ fn guard_widens_sessions_both_sides() {
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, 30);
     // Thu 2026-12-03 00:00 → Fri 2026-12-04 00:00.
-    let got = permitted(&r, &c, Interval::new(t("2026-12-03T00:00:00+05:30"), t("2026-12-04T00:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T00:00:00+05:30"),
+            t("2026-12-04T00:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
         vec![
-            ("2026-12-03T00:00:00+05:30".into(), "2026-12-03T08:30:00+05:30".into()),
-            ("2026-12-03T16:00:00+05:30".into(), "2026-12-04T00:00:00+05:30".into()),
+            (
+                "2026-12-03T00:00:00+05:30".into(),
+                "2026-12-03T08:30:00+05:30".into()
+            ),
+            (
+                "2026-12-03T16:00:00+05:30".into(),
+                "2026-12-04T00:00:00+05:30".into()
+            ),
         ]
     );
 }
@@ -90,7 +121,15 @@ fn guard_sizes(#[case] guard: i64, #[case] until: &str, #[case] from: &str) {
     let c = cal();
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, guard);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-03T00:00:00+05:30"), t("2026-12-04T00:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T00:00:00+05:30"),
+            t("2026-12-04T00:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(got.len(), 2);
     assert_eq!(got[0].end, t(&format!("2026-12-03T{until}:00+05:30")));
     assert_eq!(got[1].start, t(&format!("2026-12-03T{from}:00+05:30")));
@@ -103,10 +142,21 @@ fn previous_days_session_and_its_guard_count_look_back() {
     let c = cal();
     let s = segs(&["commodity"]);
     let r = rules(&s, &[], &[], IST, 30);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-04T00:00:00+05:30"), t("2026-12-04T12:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-04T00:00:00+05:30"),
+            t("2026-12-04T12:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
-        vec![("2026-12-04T00:25:00+05:30".into(), "2026-12-04T08:30:00+05:30".into())]
+        vec![(
+            "2026-12-04T00:25:00+05:30".into(),
+            "2026-12-04T08:30:00+05:30".into()
+        )]
     );
 }
 
@@ -116,9 +166,25 @@ fn seasons_move_the_close() {
     let s = segs(&["commodity"]);
     let r = rules(&s, &[], &[], IST, 0);
     // 2026-10-30 (Fri) is the season's last day: close 23:30; 2026-11-02 (Mon) 23:55.
-    let got = permitted(&r, &c, Interval::new(t("2026-10-30T12:00:00+05:30"), t("2026-10-31T12:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-10-30T12:00:00+05:30"),
+            t("2026-10-31T12:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(got[0].start, t("2026-10-30T23:30:00+05:30"));
-    let got = permitted(&r, &c, Interval::new(t("2026-11-02T12:00:00+05:30"), t("2026-11-03T12:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-11-02T12:00:00+05:30"),
+            t("2026-11-03T12:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(got[0].start, t("2026-11-02T23:55:00+05:30"));
 }
 
@@ -128,10 +194,21 @@ fn holiday_replacement_sessions_block_only_their_hours() {
     let s = segs(&["equity", "commodity"]);
     let r = rules(&s, &[], &[], IST, 30);
     // Wed 2026-12-02: equity closed, commodity 17:00–23:55 only.
-    let got = permitted(&r, &c, Interval::new(t("2026-12-02T00:00:00+05:30"), t("2026-12-03T00:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-02T00:00:00+05:30"),
+            t("2026-12-03T00:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
-        vec![("2026-12-02T00:25:00+05:30".into(), "2026-12-02T16:30:00+05:30".into())]
+        vec![(
+            "2026-12-02T00:25:00+05:30".into(),
+            "2026-12-02T16:30:00+05:30".into()
+        )]
     );
 }
 
@@ -140,13 +217,30 @@ fn split_special_session_leaves_the_gap_between_its_parts() {
     let c = cal();
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, 30);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-06T00:00:00+05:30"), t("2026-12-07T00:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-06T00:00:00+05:30"),
+            t("2026-12-07T00:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
         vec![
-            ("2026-12-06T00:00:00+05:30".into(), "2026-12-06T08:30:00+05:30".into()),
-            ("2026-12-06T10:30:00+05:30".into(), "2026-12-06T13:30:00+05:30".into()),
-            ("2026-12-06T15:30:00+05:30".into(), "2026-12-07T00:00:00+05:30".into()),
+            (
+                "2026-12-06T00:00:00+05:30".into(),
+                "2026-12-06T08:30:00+05:30".into()
+            ),
+            (
+                "2026-12-06T10:30:00+05:30".into(),
+                "2026-12-06T13:30:00+05:30".into()
+            ),
+            (
+                "2026-12-06T15:30:00+05:30".into(),
+                "2026-12-07T00:00:00+05:30".into()
+            ),
         ]
     );
 }
@@ -157,13 +251,30 @@ fn blackouts_are_widened_and_24_00_reaches_midnight() {
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, 30);
     // Sat 12th: 10:00–12:00 blackout → 09:30–12:30. Sun 13th whole day → Sat 23:30 – Mon 00:30.
-    let got = permitted(&r, &c, Interval::new(t("2026-12-12T00:00:00+05:30"), t("2026-12-14T06:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-12T00:00:00+05:30"),
+            t("2026-12-14T06:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
         vec![
-            ("2026-12-12T00:00:00+05:30".into(), "2026-12-12T09:30:00+05:30".into()),
-            ("2026-12-12T12:30:00+05:30".into(), "2026-12-12T23:30:00+05:30".into()),
-            ("2026-12-14T00:30:00+05:30".into(), "2026-12-14T06:00:00+05:30".into()),
+            (
+                "2026-12-12T00:00:00+05:30".into(),
+                "2026-12-12T09:30:00+05:30".into()
+            ),
+            (
+                "2026-12-12T12:30:00+05:30".into(),
+                "2026-12-12T23:30:00+05:30".into()
+            ),
+            (
+                "2026-12-14T00:30:00+05:30".into(),
+                "2026-12-14T06:00:00+05:30".into()
+            ),
         ]
     );
 }
@@ -173,12 +284,48 @@ fn outside_coverage_everything_is_blocked() {
     let c = cal();
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, 0);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-31T18:00:00+05:30"), t("2027-01-03T00:00:00+05:30")), &[]);
-    assert_eq!(show(IST, &got), vec![("2026-12-31T18:00:00+05:30".into(), "2027-01-01T00:00:00+05:30".into())]);
-    let got = permitted(&r, &c, Interval::new(t("2025-12-30T00:00:00+05:30"), t("2026-01-01T06:00:00+05:30")), &[]);
-    assert_eq!(show(IST, &got), vec![("2026-01-01T00:00:00+05:30".into(), "2026-01-01T06:00:00+05:30".into())]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-31T18:00:00+05:30"),
+            t("2027-01-03T00:00:00+05:30"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        show(IST, &got),
+        vec![(
+            "2026-12-31T18:00:00+05:30".into(),
+            "2027-01-01T00:00:00+05:30".into()
+        )]
+    );
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2025-12-30T00:00:00+05:30"),
+            t("2026-01-01T06:00:00+05:30"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        show(IST, &got),
+        vec![(
+            "2026-01-01T00:00:00+05:30".into(),
+            "2026-01-01T06:00:00+05:30".into()
+        )]
+    );
     // Entirely outside: nothing.
-    let got = permitted(&r, &c, Interval::new(t("2027-02-01T00:00:00+05:30"), t("2027-02-08T00:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2027-02-01T00:00:00+05:30"),
+            t("2027-02-08T00:00:00+05:30"),
+        ),
+        &[],
+    );
     assert!(got.is_empty());
 }
 
@@ -189,12 +336,26 @@ fn allow_windows_restrict_and_look_back() {
     // 22:00 Mon–Fri for 10h: started Thu 22:00, still open at Fri 02:00.
     let allow = [cw("nights", "0 22 * * 1-5", 600)];
     let r = rules(&s, &allow, &[], IST, 30);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-04T02:00:00+05:30"), t("2026-12-05T12:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-04T02:00:00+05:30"),
+            t("2026-12-05T12:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
         vec![
-            ("2026-12-04T02:00:00+05:30".into(), "2026-12-04T08:00:00+05:30".into()),
-            ("2026-12-04T22:00:00+05:30".into(), "2026-12-05T08:00:00+05:30".into()),
+            (
+                "2026-12-04T02:00:00+05:30".into(),
+                "2026-12-04T08:00:00+05:30".into()
+            ),
+            (
+                "2026-12-04T22:00:00+05:30".into(),
+                "2026-12-05T08:00:00+05:30".into()
+            ),
         ]
     );
 }
@@ -204,17 +365,38 @@ fn deny_windows_fixed_and_recurring() {
     let c = cal();
     let s = segs(&["equity"]);
     let deny = [
-        DenyRule::Fixed { name: "results".into(), from: t("2026-12-03T18:00:00+05:30"), to: t("2026-12-03T20:00:00+05:30") },
+        DenyRule::Fixed {
+            name: "results".into(),
+            from: t("2026-12-03T18:00:00+05:30"),
+            to: t("2026-12-03T20:00:00+05:30"),
+        },
         DenyRule::Recurring(cw("expiry", "0 0 * * thu", 120)),
     ];
     let r = rules(&s, &[], &deny, IST, 30);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-03T00:00:00+05:30"), t("2026-12-04T00:00:00+05:30")), &[]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T00:00:00+05:30"),
+            t("2026-12-04T00:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(
         show(IST, &got),
         vec![
-            ("2026-12-03T02:00:00+05:30".into(), "2026-12-03T08:30:00+05:30".into()),
-            ("2026-12-03T16:00:00+05:30".into(), "2026-12-03T18:00:00+05:30".into()),
-            ("2026-12-03T20:00:00+05:30".into(), "2026-12-04T00:00:00+05:30".into()),
+            (
+                "2026-12-03T02:00:00+05:30".into(),
+                "2026-12-03T08:30:00+05:30".into()
+            ),
+            (
+                "2026-12-03T16:00:00+05:30".into(),
+                "2026-12-03T18:00:00+05:30".into()
+            ),
+            (
+                "2026-12-03T20:00:00+05:30".into(),
+                "2026-12-04T00:00:00+05:30".into()
+            ),
         ]
     );
 }
@@ -224,9 +406,26 @@ fn freeze_blocks_like_a_deny() {
     let c = cal();
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, 30);
-    let freeze = [Interval::new(t("2026-12-03T20:00:00+05:30"), t("2026-12-10T00:00:00+05:30"))];
-    let got = permitted(&r, &c, Interval::new(t("2026-12-03T16:00:00+05:30"), t("2026-12-04T00:00:00+05:30")), &freeze);
-    assert_eq!(show(IST, &got), vec![("2026-12-03T16:00:00+05:30".into(), "2026-12-03T20:00:00+05:30".into())]);
+    let freeze = [Interval::new(
+        t("2026-12-03T20:00:00+05:30"),
+        t("2026-12-10T00:00:00+05:30"),
+    )];
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T16:00:00+05:30"),
+            t("2026-12-04T00:00:00+05:30"),
+        ),
+        &freeze,
+    );
+    assert_eq!(
+        show(IST, &got),
+        vec![(
+            "2026-12-03T16:00:00+05:30".into(),
+            "2026-12-03T20:00:00+05:30".into()
+        )]
+    );
 }
 
 #[test]
@@ -235,8 +434,19 @@ fn windows_in_utc_show_utc_offsets() {
     let s = segs(&["equity"]);
     let allow = [cw("utc-night", "0 20 * * *", 240)];
     let r = rules(&s, &allow, &[], chrono_tz::UTC, 30);
-    let got = permitted(&r, &c, Interval::new(t("2026-12-03T00:00:00Z"), t("2026-12-04T00:00:00Z")), &[]);
-    assert_eq!(show(chrono_tz::UTC, &got), vec![("2026-12-03T20:00:00+00:00".into(), "2026-12-04T00:00:00+00:00".into())]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(t("2026-12-03T00:00:00Z"), t("2026-12-04T00:00:00Z")),
+        &[],
+    );
+    assert_eq!(
+        show(chrono_tz::UTC, &got),
+        vec![(
+            "2026-12-03T20:00:00+00:00".into(),
+            "2026-12-04T00:00:00+00:00".into()
+        )]
+    );
 }
 
 #[test]
@@ -248,17 +458,59 @@ fn windows_in_new_york_across_both_dst_changes() {
     let allow = [cw("early", "30 1 * * *", 120)];
     let r = rules(&s, &allow, &[], ny, 0);
     // Spring forward 2026-03-08: 01:30 EST + 2h elapsed = 04:30 EDT.
-    let got = permitted(&r, &c, Interval::new(t("2026-03-08T00:00:00-05:00"), t("2026-03-08T12:00:00-04:00")), &[]);
-    assert_eq!(show(ny, &got), vec![("2026-03-08T01:30:00-05:00".into(), "2026-03-08T04:30:00-04:00".into())]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-03-08T00:00:00-05:00"),
+            t("2026-03-08T12:00:00-04:00"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        show(ny, &got),
+        vec![(
+            "2026-03-08T01:30:00-05:00".into(),
+            "2026-03-08T04:30:00-04:00".into()
+        )]
+    );
     // Fall back 2026-11-01: 01:30 happens twice; the window starts once, at the
     // first (EDT), and lasts 2h elapsed → 02:30 EST.
-    let got = permitted(&r, &c, Interval::new(t("2026-11-01T00:00:00-04:00"), t("2026-11-01T12:00:00-05:00")), &[]);
-    assert_eq!(show(ny, &got), vec![("2026-11-01T01:30:00-04:00".into(), "2026-11-01T02:30:00-05:00".into())]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-11-01T00:00:00-04:00"),
+            t("2026-11-01T12:00:00-05:00"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        show(ny, &got),
+        vec![(
+            "2026-11-01T01:30:00-04:00".into(),
+            "2026-11-01T02:30:00-05:00".into()
+        )]
+    );
     // A start inside the spring gap (02:30) begins when the clock jumps (03:00 EDT).
     let allow = [cw("gap", "30 2 * * *", 60)];
     let r = rules(&s, &allow, &[], ny, 0);
-    let got = permitted(&r, &c, Interval::new(t("2026-03-08T00:00:00-05:00"), t("2026-03-08T12:00:00-04:00")), &[]);
-    assert_eq!(show(ny, &got), vec![("2026-03-08T03:00:00-04:00".into(), "2026-03-08T04:00:00-04:00".into())]);
+    let got = permitted(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-03-08T00:00:00-05:00"),
+            t("2026-03-08T12:00:00-04:00"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        show(ny, &got),
+        vec![(
+            "2026-03-08T03:00:00-04:00".into(),
+            "2026-03-08T04:00:00-04:00".into()
+        )]
+    );
 }
 
 #[test]
@@ -266,20 +518,48 @@ fn explain_names_what_closes_each_window() {
     let c = cal();
     let s = segs(&["equity"]);
     let r = rules(&s, &[], &[], IST, 30);
-    let ex = explain(&r, &c, Interval::new(t("2026-12-11T18:00:00+05:30"), t("2026-12-12T12:00:00+05:30")), &[]);
+    let ex = explain(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-11T18:00:00+05:30"),
+            t("2026-12-12T12:00:00+05:30"),
+        ),
+        &[],
+    );
     assert_eq!(ex[0].window.end, t("2026-12-12T09:30:00+05:30"));
     match &ex[0].closed_by.as_ref().unwrap().block {
         Block::Blackout(b) => assert_eq!(b.name, "Drill"),
         other => panic!("expected the blackout, got {other:?}"),
     }
-    let ex = explain(&r, &c, Interval::new(t("2026-12-03T00:00:00+05:30"), t("2026-12-03T06:00:00+05:30")), &[]);
-    assert!(matches!(ex[0].closed_by.as_ref().unwrap().block, Block::Session { segment: "equity", .. }));
+    let ex = explain(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T00:00:00+05:30"),
+            t("2026-12-03T06:00:00+05:30"),
+        ),
+        &[],
+    );
+    assert!(matches!(
+        ex[0].closed_by.as_ref().unwrap().block,
+        Block::Session {
+            segment: "equity",
+            ..
+        }
+    ));
     assert!(ex[0].cut_at_range_end);
 }
 
 // Property: whatever the rules, a permitted window never overlaps a widened
 // session, a blackout or a deny window, and always lies in an allow window.
-const CRONS: [&str; 5] = ["0 0 * * 1-5", "30 22 * * *", "0 */6 * * *", "15 1 1,15 * sat", "0 20 * * sat,sun"];
+const CRONS: [&str; 5] = [
+    "0 0 * * 1-5",
+    "30 22 * * *",
+    "0 */6 * * *",
+    "15 1 1,15 * sat",
+    "0 20 * * sat,sun",
+];
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
