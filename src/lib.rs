@@ -3,15 +3,20 @@
 //! an exchange calendar. See DESIGN.md for the contracts; this crate is one
 //! library (pure core + edges) and one binary.
 
+pub mod api;
 pub mod calendar;
 pub mod cli;
 pub mod clock;
+pub mod controller;
 pub mod diag;
 pub mod duration;
 pub mod engine;
+pub mod gates;
 pub mod localtime;
 pub mod plan;
+pub mod secrets;
 pub mod spec;
 pub mod store;
+pub mod traffic;
 pub mod windows;
 pub mod yaml;

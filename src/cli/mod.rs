@@ -7,6 +7,7 @@
 
 mod common;
 mod plan;
+pub mod server;
 mod validate;
 mod windows;
 
@@ -63,6 +64,8 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Run the controller, API and dashboard (one process per database).
+    Server(server::ServerArgs),
     /// Project when each step of a spec would happen if every check passes.
     Plan {
         file: PathBuf,
@@ -81,6 +84,7 @@ pub fn run(cli: Cli) -> i32 {
     let clock = crate::clock::SystemClock;
     match cli.command {
         Command::Validate { files, calendars } => validate::run(&files, calendars.as_deref()),
+        Command::Server(args) => server::run(&args),
         Command::Windows {
             file,
             calendars,

@@ -639,14 +639,14 @@ impl Machine<'_, '_> {
     /// Rollback or abort: desired 0, drain, state `rolling_back` until
     /// confirmed — or at once when nothing ever reached the canary.
     fn decrease_to_zero(&mut self, purpose: Purpose, why: String) {
-        if let Some(w) = &self.r.write {
-            if w.purpose == Purpose::Raise {
-                let s = w.share;
-                self.event(
-                    EventKind::RaiseCancelled,
-                    format!("raise to {s}% cancelled"),
-                );
-            }
+        if let Some(w) = &self.r.write
+            && w.purpose == Purpose::Raise
+        {
+            let s = w.share;
+            self.event(
+                EventKind::RaiseCancelled,
+                format!("raise to {s}% cancelled"),
+            );
         }
         self.r.paused = None;
         self.r.desired = 0;
@@ -760,19 +760,19 @@ impl Machine<'_, '_> {
         if self.r.state == State::Baking {
             self.bake_progress();
         }
-        if let Some(w) = self.r.write.clone() {
-            if w.purpose == Purpose::Raise {
-                let back = self.r.confirmed;
-                self.event(
-                    EventKind::RaiseCancelled,
-                    format!(
-                        "raise to {}% cancelled by the pause; back to {back}%",
-                        w.share
-                    ),
-                );
-                self.r.desired = back;
-                self.start_write(Purpose::Revert, back, None, false, "pause".into());
-            }
+        if let Some(w) = self.r.write.clone()
+            && w.purpose == Purpose::Raise
+        {
+            let back = self.r.confirmed;
+            self.event(
+                EventKind::RaiseCancelled,
+                format!(
+                    "raise to {}% cancelled by the pause; back to {back}%",
+                    w.share
+                ),
+            );
+            self.r.desired = back;
+            self.start_write(Purpose::Revert, back, None, false, "pause".into());
         }
         self.r.state = State::Paused;
         self.r.paused = Some(Paused {

@@ -655,6 +655,23 @@ impl Store {
         .transpose()
     }
 
+    /// Every target muhurat knows, for drift checks when no rollout is active.
+    pub async fn pool_states(&self) -> Result<Vec<PoolRecord>> {
+        let rows = sqlx::query("SELECT target, live, idle, updated_at FROM pools ORDER BY target")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PoolRecord {
+                    target: r.try_get("target")?,
+                    live: r.try_get("live")?,
+                    idle: r.try_get("idle")?,
+                    updated_at: from_ms(r.try_get("updated_at")?),
+                })
+            })
+            .collect()
+    }
+
     pub async fn set_pool_state(&self, p: &PoolRecord) -> Result<()> {
         sqlx::query(&self.q(
             "INSERT INTO pools (target, live, idle, updated_at) VALUES ($1, $2, $3, $4) \

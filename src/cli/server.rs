@@ -1,0 +1,256 @@
+//! `muhurat server`: one binary — controller, API and (later) dashboard.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use chrono::TimeDelta;
+use serde::Deserialize;
+
+use crate::api;
+use crate::clock::SystemClock;
+use crate::controller::{Calendars, Config, Controller};
+use crate::gates::prometheus::PrometheusFactory;
+use crate::store::{ServerLock, Store};
+use crate::traffic::haproxy::{HaproxyFactory, HaproxyLimits};
+
+/// The config file (`--config FILE`). Every key is also a flag and a
+/// `MUHURAT_*` environment variable; flags and variables win over the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<String>,
+    pub db: Option<String>,
+    pub calendars: Option<PathBuf>,
+    pub public_url: Option<String>,
+    pub drift_interval: Option<String>,
+    pub max_clock_skew: Option<String>,
+    pub log_format: Option<String>,
+}
+
+/// The settings in force after merging flags, environment and file.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: String,
+    pub db: String,
+    pub calendars: PathBuf,
+    pub public_url: Option<String>,
+    pub drift_interval: TimeDelta,
+    pub max_clock_skew: TimeDelta,
+    pub log_json: bool,
+}
+
+/// The flags (each also an environment variable, see `--help`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServerArgs {
+    /// Address to listen on [default: 127.0.0.1:7878].
+    #[arg(long, env = "MUHURAT_LISTEN")]
+    pub listen: Option<String>,
+    /// sqlite://PATH (created if missing) or postgres://… [default: sqlite://muhurat.db].
+    #[arg(long, env = "MUHURAT_DB")]
+    pub db: Option<String>,
+    /// Folder of calendar files NAME.yaml [default: rollouts/calendars].
+    #[arg(long, env = "MUHURAT_CALENDARS")]
+    pub calendars: Option<PathBuf>,
+    /// YAML config file.
+    #[arg(long, env = "MUHURAT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// The dashboard's public URL, for links in notifications.
+    #[arg(long, env = "MUHURAT_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// How often every target's weights are read back [default: 10s].
+    #[arg(long, env = "MUHURAT_DRIFT_INTERVAL")]
+    pub drift_interval: Option<String>,
+    /// Above this clock skew no raise is made [default: 5s].
+    #[arg(long, env = "MUHURAT_MAX_CLOCK_SKEW")]
+    pub max_clock_skew: Option<String>,
+    /// text or json [default: text].
+    #[arg(long, env = "MUHURAT_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+fn dur(what: &str, v: Option<String>, default: TimeDelta) -> Result<TimeDelta, String> {
+    match v {
+        None => Ok(default),
+        Some(t) => crate::duration::parse(&t)
+            .map_err(|e| format!("{what}: {e} — {}", crate::duration::FIX)),
+    }
+}
+
+/// Merge flags/environment over the config file over the defaults.
+pub fn settings(args: &ServerArgs) -> Result<Settings, String> {
+    let file: FileConfig = match &args.config {
+        None => FileConfig::default(),
+        Some(p) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: cannot read the config file: {e}", p.display()))?;
+            crate::yaml::from_str(&p.display().to_string(), &text).map_err(|d| d.to_string())?
+        }
+    };
+    let log_format = args
+        .log_format
+        .clone()
+        .or(file.log_format)
+        .unwrap_or_else(|| "text".into());
+    if log_format != "text" && log_format != "json" {
+        return Err(format!("--log-format `{log_format}`: use text or json"));
+    }
+    Ok(Settings {
+        listen: args
+            .listen
+            .clone()
+            .or(file.listen)
+            .unwrap_or_else(|| "127.0.0.1:7878".into()),
+        db: args
+            .db
+            .clone()
+            .or(file.db)
+            .unwrap_or_else(|| "sqlite://muhurat.db".into()),
+        calendars: args
+            .calendars
+            .clone()
+            .or(file.calendars)
+            .unwrap_or_else(|| PathBuf::from("rollouts/calendars")),
+        public_url: args.public_url.clone().or(file.public_url),
+        drift_interval: dur(
+            "drift_interval",
+            args.drift_interval.clone().or(file.drift_interval),
+            TimeDelta::seconds(10),
+        )?,
+        max_clock_skew: dur(
+            "max_clock_skew",
+            args.max_clock_skew.clone().or(file.max_clock_skew),
+            TimeDelta::seconds(5),
+        )?,
+        log_json: log_format == "json",
+    })
+}
+
+fn init_tracing(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
+    let _ = if json {
+        b.json().try_init()
+    } else {
+        b.try_init()
+    };
+}
+
+pub fn run(args: &ServerArgs) -> i32 {
+    let s = match settings(args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("muhurat server: {e}");
+            return super::EXIT_BAD_INPUT;
+        }
+    };
+    init_tracing(s.log_json);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("muhurat server: cannot start the runtime: {e}");
+            return super::EXIT_INTERNAL;
+        }
+    };
+    match rt.block_on(serve(s)) {
+        Ok(()) => super::EXIT_OK,
+        Err(e) => {
+            tracing::error!(error = %e, "Server stopped.");
+            eprintln!("muhurat server: {e}");
+            super::EXIT_INTERNAL
+        }
+    }
+}
+
+async fn serve(s: Settings) -> Result<(), String> {
+    let store = Store::open(&s.db)
+        .await
+        .map_err(|e| format!("database {}: {e}", redact(&s.db)))?;
+    let lock = ServerLock::acquire(&store, &s.db)
+        .await
+        .map_err(|e| e.to_string())?;
+    let calendars =
+        Arc::new(Calendars::load(Path::new(&s.calendars)).map_err(|e| format!("calendars: {e}"))?);
+    for c in calendars.all() {
+        tracing::info!(calendar = %c.name, version = %c.version, valid_until = %c.valid_until, "Calendar in force.");
+    }
+    let traffic = Arc::new(HaproxyFactory::new(HaproxyLimits::default()));
+    let metrics = Arc::new(PrometheusFactory::default());
+    let cfg = Config {
+        drift_interval: s.drift_interval,
+        max_clock_skew: s.max_clock_skew,
+        ..Config::default()
+    };
+    let controller = Controller::new(
+        store,
+        calendars.clone(),
+        traffic,
+        metrics,
+        Arc::new(SystemClock),
+        cfg,
+    );
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let loop_task = tokio::spawn(controller.clone().run(stop_rx));
+
+    let listener = tokio::net::TcpListener::bind(&s.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
+    tracing::info!(listen = %s.listen, db = %redact(&s.db), "muhurat server started.");
+    let app = api::router(api::AppState {
+        controller: controller.clone(),
+    });
+    let mut stop_http = stop_tx.subscribe();
+    let http = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = stop_http.changed().await;
+            })
+            .await
+    });
+
+    // Signals: SIGHUP reloads calendars; SIGTERM/SIGINT stop gracefully.
+    let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        .map_err(|e| e.to_string())?;
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let r = calendars.reload();
+                for l in &r.loaded { tracing::info!(calendar = %l, "Calendar loaded."); }
+                for l in &r.refused { tracing::error!(problem = %l, "Calendar refused; the previous version stays in force."); }
+                controller.poke();
+            }
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
+    tracing::info!("Stopping: finishing the transition in flight.");
+    let _ = stop_tx.send(true);
+    let _ = loop_task.await;
+    let _ = http.await;
+    lock.release().await;
+    tracing::info!("Stopped.");
+    Ok(())
+}
+
+/// A database URL without its password, for logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let creds = &url[s + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}

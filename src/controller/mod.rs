@@ -1,0 +1,1076 @@
+//! The controller: the tokio driver around the pure engine.
+//!
+//! It sleeps until the earliest due time (a wake-up, a check evaluation, a
+//! drift read, a raise deadline) or until the API signals a change; wakes due
+//! rollouts; runs each transition inside one store transaction
+//! ([`Store::transition`]) that locks the row; and only after the commit hands
+//! effects to the actuators — one task per traffic target, which serialises
+//! the writes to it, drops an effect whose write version is no longer current
+//! and re-checks the freeze and the deadline right before every raise write.
+//! Outcomes come back as engine inputs. After a crash nothing is lost: timers
+//! are re-derived from stored times and the first pass re-runs unconfirmed
+//! writes through `Tick` (a raise past its deadline expires instead).
+
+pub mod calendars;
+pub mod testing;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use chrono::{DateTime, TimeDelta, Utc};
+use tokio::sync::{Notify, mpsc};
+
+use crate::clock::Clock;
+use crate::engine::{self, CheckResult, Ctx, Effect, Initiator, Input, Refusal, Rollout, State};
+use crate::gates::{self, MetricsSource, Vars};
+use crate::spec::{self, Analysis, CalendarLookup, Spec};
+use crate::store::{
+    CheckResultRecord, NewEvent, NewOutbox, PoolRecord, RolloutRecord, Store, StoreError, Update,
+};
+use crate::traffic::{Orientation, Reading, TrafficBackend, TrafficFactory};
+use crate::windows::{self, Interval};
+pub use calendars::Calendars;
+
+/// Builds the metrics source for a spec's `analysis`.
+pub trait MetricsFactory: Send + Sync {
+    fn source(&self, analysis: &Analysis) -> Result<Arc<dyn MetricsSource>, String>;
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// How often every target's weights are read back (DESIGN: 10 s).
+    pub drift_interval: TimeDelta,
+    /// Above this measured skew no raise is made (DESIGN: 5 s).
+    pub max_clock_skew: TimeDelta,
+    /// Recorded with every decision.
+    pub policy_version: String,
+    /// Compare the local clock with the database's (PostgreSQL). Off only
+    /// where the controller runs on a manual clock (simulations), which the
+    /// real database clock would always contradict.
+    pub measure_db_skew: bool,
+    /// Check results older than this are pruned from the results table (the
+    /// audit log keeps every verdict that led to a decision).
+    pub check_retention: TimeDelta,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            drift_interval: TimeDelta::seconds(10),
+            max_clock_skew: TimeDelta::seconds(5),
+            policy_version: "0".into(),
+            measure_db_skew: true,
+            check_retention: TimeDelta::days(30),
+        }
+    }
+}
+
+/// How far ahead permitted windows are computed for the engine: a raise's
+/// deadline is the end of the window it is decided in, and windows are far
+/// shorter than this.
+const WINDOW_HORIZON: TimeDelta = TimeDelta::days(8);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Refused(Refusal),
+    #[error("rollout {id}: {message}")]
+    Broken { id: String, message: String },
+    #[error("{0}")]
+    BadSpec(String),
+}
+
+/// A request to start a rollout.
+#[derive(Debug, Clone)]
+pub struct StartRequest {
+    pub spec_yaml: String,
+    pub revision: String,
+    pub initiator: String,
+    pub principal: String,
+}
+
+#[derive(Debug)]
+pub enum StartOutcome {
+    /// A new rollout in `pending`.
+    Created(RolloutRecord),
+    /// The same spec name, revision and hash is already active: a retried CI
+    /// job gets that rollout back.
+    Existing(RolloutRecord),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("invalid spec:\n{}", .0.join("\n"))]
+    InvalidSpec(Vec<String>),
+    #[error("target {target} is busy: rollout {rollout} is active on it")]
+    TargetBusy { target: String, rollout: String },
+    #[error("{0}")]
+    NeedsAdopt(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// What the controller last read of a target.
+#[derive(Debug, Clone)]
+struct TargetView {
+    at: DateTime<Utc>,
+    reading: Reading,
+}
+
+#[derive(Default)]
+struct Live {
+    views: HashMap<String, TargetView>,
+    /// The latest evaluation instant per rollout (re-derived after a crash
+    /// from the checks' `last_at`).
+    last_eval: HashMap<String, DateTime<Utc>>,
+    /// Measured skew: database clock, metrics `Date`.
+    db_skew: Option<TimeDelta>,
+    metrics_skew: Option<TimeDelta>,
+    specs: HashMap<(String, String), Arc<Spec>>,
+}
+
+struct Job {
+    rollout_id: String,
+    effect: Effect,
+    backend: Arc<dyn TrafficBackend>,
+}
+
+pub struct Controller {
+    store: Store,
+    calendars: Arc<Calendars>,
+    traffic: Arc<dyn TrafficFactory>,
+    metrics: Arc<dyn MetricsFactory>,
+    clock: Arc<dyn Clock>,
+    cfg: Config,
+    wake: Notify,
+    live: Mutex<Live>,
+    actuators: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
+    in_flight: AtomicUsize,
+    idle: Notify,
+}
+
+fn ctl_err(id: &str, m: impl std::fmt::Display) -> ControlError {
+    ControlError::Broken {
+        id: id.to_string(),
+        message: m.to_string(),
+    }
+}
+
+impl Controller {
+    pub fn new(
+        store: Store,
+        calendars: Arc<Calendars>,
+        traffic: Arc<dyn TrafficFactory>,
+        metrics: Arc<dyn MetricsFactory>,
+        clock: Arc<dyn Clock>,
+        cfg: Config,
+    ) -> Arc<Controller> {
+        Arc::new(Controller {
+            store,
+            calendars,
+            traffic,
+            metrics,
+            clock,
+            cfg,
+            wake: Notify::new(),
+            live: Mutex::new(Live::default()),
+            actuators: Mutex::new(HashMap::new()),
+            in_flight: AtomicUsize::new(0),
+            idle: Notify::new(),
+        })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn calendars(&self) -> &Arc<Calendars> {
+        &self.calendars
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Ask the loop to run a pass now (after an API change).
+    pub fn poke(&self) {
+        self.wake.notify_one();
+    }
+
+    fn lock_live(&self) -> std::sync::MutexGuard<'_, Live> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The largest measured clock skew, if any was measured.
+    pub fn clock_skew(&self) -> Option<TimeDelta> {
+        let l = self.lock_live();
+        [l.db_skew, l.metrics_skew]
+            .into_iter()
+            .flatten()
+            .max_by_key(|d| d.num_milliseconds().abs())
+    }
+
+    pub fn clock_trusted(&self) -> bool {
+        self.clock_skew().is_none_or(|s| {
+            s.num_milliseconds().abs() <= self.cfg.max_clock_skew.num_milliseconds()
+        })
+    }
+
+    /// The validated spec of a rollout row, checked against its hash.
+    fn spec_of(&self, rec: &RolloutRecord) -> Result<Arc<Spec>, ControlError> {
+        let name = self.spec_calendar_name(rec)?;
+        let cal = self
+            .calendars
+            .get(&name)
+            .ok_or_else(|| ctl_err(&rec.id, format!("calendar `{name}` is not loaded")))?;
+        let key = (
+            rec.spec_hash.clone(),
+            format!("{}@{}", cal.name, cal.version),
+        );
+        if let Some(s) = self.lock_live().specs.get(&key) {
+            return Ok(s.clone());
+        }
+        let loaded = spec::load(&format!("rollout {}", rec.id), &rec.spec_yaml, |_| {
+            Ok((*cal).clone())
+        })
+        .map_err(|d| {
+            ctl_err(
+                &rec.id,
+                format!(
+                    "stored spec no longer validates: {}",
+                    d.iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ),
+            )
+        })?;
+        if loaded.spec.hash() != rec.spec_hash {
+            return Err(ctl_err(&rec.id, "stored spec hash does not match its YAML"));
+        }
+        let s = Arc::new(loaded.spec);
+        self.lock_live().specs.insert(key, s.clone());
+        Ok(s)
+    }
+
+    fn spec_calendar_name(&self, rec: &RolloutRecord) -> Result<String, ControlError> {
+        // The calendar name is the spec's `calendar:` key; parse just enough.
+        let raw: spec::RawSpec = crate::yaml::from_str("stored spec", &rec.spec_yaml)
+            .map_err(|d| ctl_err(&rec.id, d))?;
+        Ok(raw.calendar.trim().to_string())
+    }
+
+    fn orientation(spec: &Spec, pools: &PoolRecord) -> Orientation {
+        let [a, b] = spec.traffic.pools().clone();
+        if a.name == pools.idle {
+            Orientation { canary: a, live: b }
+        } else {
+            Orientation { canary: b, live: a }
+        }
+    }
+
+    async fn pool_of(&self, spec: &Spec) -> Result<Option<PoolRecord>, StoreError> {
+        self.store.pool_state(&spec.traffic.target_id()).await
+    }
+
+    /// Permitted windows for the engine at `now`, freeze subtracted.
+    async fn permitted_at(
+        &self,
+        spec: &Spec,
+        cal: &crate::calendar::Calendar,
+        now: DateTime<Utc>,
+    ) -> Result<(Vec<Interval>, bool), StoreError> {
+        let freeze = self.store.freeze().await?;
+        let frozen = freeze.on;
+        let fz = if frozen {
+            vec![Interval::new(
+                freeze.since.min(now - TimeDelta::days(1)),
+                now + WINDOW_HORIZON + TimeDelta::days(1),
+            )]
+        } else {
+            vec![]
+        };
+        let range = Interval::new(now - TimeDelta::days(1), now + WINDOW_HORIZON);
+        Ok((
+            windows::permitted(&spec.window_rules(), cal, range, &fz),
+            frozen,
+        ))
+    }
+
+    // ---- starting ----------------------------------------------------------
+
+    /// Validate, create in `pending` and run preflight (DESIGN §3 *Rollout*).
+    pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<StartOutcome, StartError> {
+        let now = self.now();
+        let calendars = self.calendars.clone();
+        let loaded = spec::load("spec", &req.spec_yaml, |name| {
+            calendars.get(name).map(|c| (*c).clone()).ok_or_else(|| {
+                CalendarLookup::NotFound(format!(
+                    "the server has no calendar `{name}` (loaded: {})",
+                    calendars.names().join(", ")
+                ))
+            })
+        })
+        .map_err(|d| StartError::InvalidSpec(d.iter().map(ToString::to_string).collect()))?;
+        let spec = loaded.spec;
+        let target = spec.traffic.target_id();
+        let hash = spec.hash();
+        if let Some(active) = self.store.active_on_target(&target).await? {
+            if active.name == spec.name
+                && active.revision == req.revision
+                && active.spec_hash == hash
+            {
+                return Ok(StartOutcome::Existing(active));
+            }
+            return Err(StartError::TargetBusy {
+                target,
+                rollout: active.id,
+            });
+        }
+        // Pools: the stored orientation, or (first rollout of the target)
+        // the pool carrying all traffic is live.
+        let pools = match self.pool_of(&spec).await? {
+            Some(p) => p,
+            None => {
+                let [a, b] = spec.traffic.pools().clone();
+                let probe = self.traffic.backend(
+                    &spec.traffic,
+                    &Orientation {
+                        canary: a.clone(),
+                        live: b.clone(),
+                    },
+                );
+                let reading = probe.read().await.map_err(|e| {
+                    StartError::NeedsAdopt(format!(
+                        "cannot read target {target} to find the live pool: {e}"
+                    ))
+                })?;
+                let shares = reading.shares();
+                if shares.is_empty() {
+                    return Err(StartError::NeedsAdopt(format!(
+                        "no endpoint of {target} answered; cannot tell which pool is live"
+                    )));
+                }
+                let (live, idle) = if shares.values().all(|s| *s <= engine::DRIFT_TOLERANCE) {
+                    (b.name.clone(), a.name.clone())
+                } else if shares
+                    .values()
+                    .all(|s| *s >= 100.0 - engine::DRIFT_TOLERANCE)
+                {
+                    (a.name.clone(), b.name.clone())
+                } else {
+                    return Err(StartError::NeedsAdopt(format!(
+                        "both pools of {target} carry traffic ({}); run `muhurat adopt FILE --live POOL` first",
+                        shares
+                            .iter()
+                            .map(|(e, s)| format!("{e}: {}={s:.1}%", a.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )));
+                };
+                let p = PoolRecord {
+                    target: target.clone(),
+                    live,
+                    idle,
+                    updated_at: now,
+                };
+                self.store.set_pool_state(&p).await?;
+                p
+            }
+        };
+        let id = new_id(&spec.name, now);
+        let (rollout, ev) = Rollout::new(
+            &id,
+            &spec,
+            &req.revision,
+            Initiator {
+                name: req.initiator.clone(),
+                principal: req.principal.clone(),
+            },
+            now,
+        );
+        let cal = &loaded.calendar;
+        let rec = RolloutRecord {
+            id: id.clone(),
+            name: spec.name.clone(),
+            target: target.clone(),
+            revision: req.revision.clone(),
+            initiator: req.initiator.clone(),
+            principal: req.principal.clone(),
+            spec_yaml: req.spec_yaml.clone(),
+            spec_hash: hash,
+            state: rollout.state.as_str().to_string(),
+            active: true,
+            version: 1,
+            data: serde_json::to_string(&rollout).expect("a rollout serializes"),
+            next_wake: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let first = NewEvent {
+            rollout_id: Some(id.clone()),
+            at: now,
+            kind: "created".into(),
+            principal: Some(req.principal.clone()),
+            why: ev.why.clone(),
+            input: serde_json::json!({"command": "start", "revision": req.revision, "initiator": req.initiator, "canary_pool": pools.idle}).to_string(),
+            state: rollout.state.as_str().into(),
+            version: 1,
+            snapshot: Some(rec.data.clone()),
+            calendar: Some(cal.name.clone()),
+            calendar_version: Some(cal.version.to_string()),
+            policy_version: Some(self.cfg.policy_version.clone()),
+            clock_skew_ms: self.clock_skew().map(|d| d.num_milliseconds()),
+        };
+        match self.store.insert_rollout(&rec, &first).await {
+            Ok(_) => {}
+            Err(StoreError::TargetBusy { target, rollout }) => {
+                return Err(StartError::TargetBusy { target, rollout });
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(rollout = %id, spec = %spec.name, revision = %req.revision, "Rollout accepted.");
+        // Preflight after acceptance: it moves the rollout on, or to failed.
+        let me = self.clone();
+        let orient = Self::orientation(&spec, &pools);
+        let traffic = spec.traffic.clone();
+        let rid = id.clone();
+        tokio::spawn(async move {
+            let backend = me.traffic.backend(&traffic, &orient);
+            let input = match backend.prepare().await.and(backend.preflight().await) {
+                Ok(issues) if issues.is_empty() => Input::PreflightPassed,
+                Ok(issues) => Input::PreflightFailed {
+                    reason: issues
+                        .iter()
+                        .map(|i| format!("endpoint {}: {}", i.endpoint, i.message))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                },
+                Err(e) => Input::PreflightFailed {
+                    reason: e.to_string(),
+                },
+            };
+            if let Err(e) = me.input(&rid, input, None).await {
+                tracing::error!(rollout = %rid, error = %e, "Preflight result could not be recorded.");
+            }
+            me.poke();
+        });
+        Ok(StartOutcome::Created(rec))
+    }
+
+    // ---- transitions -------------------------------------------------------
+
+    /// Run one input through the engine for rollout `id`, persist it, then
+    /// execute its effects. Commands from people carry their principal.
+    pub async fn input(
+        self: &Arc<Self>,
+        id: &str,
+        input: Input,
+        principal: Option<&str>,
+    ) -> Result<Option<Rollout>, ControlError> {
+        let now = self.now();
+        let rec = self
+            .store
+            .rollout(id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(id.to_string()))?;
+        let spec = self.spec_of(&rec)?;
+        let cal = self
+            .calendars
+            .get(&spec.calendar)
+            .ok_or_else(|| ctl_err(id, "calendar not loaded"))?;
+        let (permitted, frozen) = self.permitted_at(&spec, &cal, now).await?;
+        let (canary_up, live_up) = self.health_of(&rec.target);
+        let clock_trusted = self.clock_trusted();
+        let skew = self.clock_skew();
+        let cal_version = cal.version.to_string();
+        let policy_version = self.cfg.policy_version.clone();
+        let next_eval = |r: &Rollout| next_evaluation(&spec, r, now);
+        let mut out: Option<engine::Transition> = None;
+        let committed = self
+            .store
+            .transition(id, |cur| {
+                let r: Rollout =
+                    serde_json::from_str(&cur.data).map_err(|e| ControlError::Broken {
+                        id: cur.id.clone(),
+                        message: format!("stored state is unreadable: {e}"),
+                    })?;
+                let ctx = Ctx {
+                    spec: &spec,
+                    calendar: &cal,
+                    permitted: &permitted,
+                    frozen,
+                    clock_trusted,
+                    canary_up,
+                    live_up,
+                    calendar_version: &cal_version,
+                    policy_version: &policy_version,
+                };
+                let t =
+                    engine::step(&r, input.clone(), now, &ctx).map_err(ControlError::Refused)?;
+                let update = if t.events.is_empty() {
+                    None
+                } else {
+                    let data = serde_json::to_string(&t.rollout).expect("a rollout serializes");
+                    let wake = t
+                        .effects
+                        .iter()
+                        .filter_map(|e| {
+                            if let Effect::WakeAt { at, .. } = e {
+                                Some(*at)
+                            } else {
+                                None
+                            }
+                        })
+                        .min();
+                    let next_wake = [wake, next_eval(&t.rollout)].into_iter().flatten().min();
+                    let input_json = serde_json::to_string(&input).expect("an input serializes");
+                    let events = t
+                        .events
+                        .iter()
+                        .map(|e| NewEvent {
+                            rollout_id: Some(cur.id.clone()),
+                            at: e.at,
+                            kind: serde_json::to_value(e.kind)
+                                .ok()
+                                .and_then(|v| v.as_str().map(String::from))
+                                .unwrap_or_default(),
+                            principal: principal.map(String::from),
+                            why: e.why.clone(),
+                            input: input_json.clone(),
+                            state: t.rollout.state.as_str().into(),
+                            version: 0,
+                            snapshot: Some(data.clone()),
+                            calendar: Some(cal.name.clone()),
+                            calendar_version: e.calendar_version.clone(),
+                            policy_version: e.policy_version.clone(),
+                            clock_skew_ms: skew.map(|d| d.num_milliseconds()),
+                        })
+                        .collect();
+                    let outbox = t
+                        .effects
+                        .iter()
+                        .filter_map(|e| {
+                            if let Effect::Notify { kind, text } = e {
+                                Some((kind, text))
+                            } else {
+                                None
+                            }
+                        })
+                        .flat_map(|(kind, text)| {
+                            spec.notify.iter().map(move |n| NewOutbox {
+                                channel: format!("webhook:{}", n.webhook_secret),
+                                payload: serde_json::json!({"kind": kind, "text": text})
+                                    .to_string(),
+                            })
+                        })
+                        .collect();
+                    Some(Update {
+                        state: t.rollout.state.as_str().into(),
+                        active: !t.rollout.state.is_terminal(),
+                        data,
+                        next_wake,
+                        events,
+                        outbox,
+                    })
+                };
+                out = Some(t);
+                Ok::<_, ControlError>(update)
+            })
+            .await?;
+        committed?;
+        let Some(t) = out else { return Ok(None) };
+        for e in &t.events {
+            tracing::info!(rollout = %id, step = e.step, state = t.rollout.state.as_str(), why = %e.why, "{:?}", e.kind);
+        }
+        if t.events.is_empty() {
+            // Nothing was decided: only a retry of an outstanding write may
+            // be due (a Tick re-emits it). Anything else would act twice.
+            let retries = engine::Transition {
+                effects: t
+                    .effects
+                    .iter()
+                    .filter(|e| matches!(e, Effect::Apply { .. }))
+                    .cloned()
+                    .collect(),
+                ..t.clone()
+            };
+            self.run_effects(&rec, &spec, &retries).await?;
+        } else {
+            self.run_effects(&rec, &spec, &t).await?;
+        }
+        Ok(Some(t.rollout))
+    }
+
+    async fn run_effects(
+        self: &Arc<Self>,
+        rec: &RolloutRecord,
+        spec: &Arc<Spec>,
+        t: &engine::Transition,
+    ) -> Result<(), ControlError> {
+        for e in &t.effects {
+            match e {
+                Effect::Apply { .. } => {
+                    let Some(pools) = self.pool_of(spec).await? else {
+                        return Err(ctl_err(&rec.id, "target has no pool state"));
+                    };
+                    let backend = self
+                        .traffic
+                        .backend(&spec.traffic, &Self::orientation(spec, &pools));
+                    self.enqueue(
+                        &rec.target,
+                        Job {
+                            rollout_id: rec.id.clone(),
+                            effect: e.clone(),
+                            backend,
+                        },
+                    );
+                }
+                Effect::SwapPools => {
+                    if let Some(p) = self.pool_of(spec).await? {
+                        let swapped = PoolRecord {
+                            target: p.target.clone(),
+                            live: p.idle.clone(),
+                            idle: p.live.clone(),
+                            updated_at: self.now(),
+                        };
+                        self.store.set_pool_state(&swapped).await?;
+                        tracing::info!(target = %p.target, live = %swapped.live, idle = %swapped.idle, "Pools swapped.");
+                    }
+                }
+                // Notifications went to the outbox in the transaction;
+                // timers are in `next_wake`.
+                Effect::Notify { .. } | Effect::WakeAt { .. } | Effect::Evaluate { .. } => {}
+            }
+        }
+        Ok(())
+    }
+
+    fn health_of(&self, target: &str) -> (bool, bool) {
+        match self.lock_live().views.get(target) {
+            Some(v) => (v.reading.canary_up(), v.reading.live_up()),
+            // Not read yet: no raise until it has been (fail closed), but a
+            // rollback does not wait for it either.
+            None => (false, true),
+        }
+    }
+
+    // ---- actuators ---------------------------------------------------------
+
+    fn enqueue(self: &Arc<Self>, target: &str, job: Job) {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        let mut acts = self.actuators.lock().unwrap_or_else(|e| e.into_inner());
+        let tx = acts.entry(target.to_string()).or_insert_with(|| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(actuator(self.clone(), target.to_string(), rx));
+            tx
+        });
+        if tx.send(job).is_err() {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Wait until every queued write has been executed and reported (tests,
+    /// graceful shutdown).
+    pub async fn settled(&self) {
+        loop {
+            let notified = self.idle.notified();
+            if self.in_flight.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    // ---- the pass ----------------------------------------------------------
+
+    /// One pass over every active rollout: measure skew, read targets,
+    /// evaluate due checks, feed drift and ticks to the engine.
+    pub async fn pass(self: &Arc<Self>) -> Result<PassReport, ControlError> {
+        let now = self.now();
+        let mut report = PassReport::default();
+        if !self.cfg.measure_db_skew {
+        } else if let Ok(Some(db)) = self.store.db_now().await {
+            self.lock_live().db_skew = Some(now - db);
+        }
+        if !self.clock_trusted() {
+            tracing::error!(
+                skew_ms = self.clock_skew().map(|d| d.num_milliseconds()),
+                "Clock skew above max_clock_skew: no raise until it is fixed."
+            );
+        }
+        let active = self.store.rollouts(true, 100_000).await?;
+        for rec in &active {
+            report.rollouts += 1;
+            if let Err(e) = self.pass_one(rec, now, &mut report).await {
+                report.errors += 1;
+                tracing::error!(rollout = %rec.id, error = %e, "Controller pass failed for this rollout.");
+            }
+        }
+        // Targets without an active rollout: the idle pool is held at 0.
+        let busy: std::collections::HashSet<&str> =
+            active.iter().map(|r| r.target.as_str()).collect();
+        for p in self.store.pool_states().await? {
+            if !busy.contains(p.target.as_str()) {
+                self.hold_idle(&p, now).await;
+            }
+        }
+        Ok(report)
+    }
+
+    async fn pass_one(
+        self: &Arc<Self>,
+        rec: &RolloutRecord,
+        now: DateTime<Utc>,
+        report: &mut PassReport,
+    ) -> Result<(), ControlError> {
+        let spec = self.spec_of(rec)?;
+        let r: Rollout = serde_json::from_str(&rec.data).map_err(|e| ctl_err(&rec.id, e))?;
+        if r.state == State::Pending {
+            return Ok(());
+        }
+        // Drift: read the target every drift_interval.
+        let stale = self
+            .lock_live()
+            .views
+            .get(&rec.target)
+            .is_none_or(|v| now - v.at >= self.cfg.drift_interval);
+        if stale && let Some(pools) = self.pool_of(&spec).await? {
+            {
+                let backend = self
+                    .traffic
+                    .backend(&spec.traffic, &Self::orientation(&spec, &pools));
+                match backend.read().await {
+                    Ok(reading) => {
+                        let shares = reading.shares();
+                        self.lock_live()
+                            .views
+                            .insert(rec.target.clone(), TargetView { at: now, reading });
+                        report.reads += 1;
+                        if !shares.is_empty() && shares != r.observed {
+                            self.input(&rec.id, Input::Observed { shares }, None)
+                                .await?;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(rollout = %rec.id, target = %rec.target, error = %e, "Cannot read the target.")
+                    }
+                }
+            }
+        }
+        // Checks: evaluate when the next t0 + k·interval is due.
+        if let Some(at) = self.due_evaluation(&spec, &r, now) {
+            let results = self.evaluate(rec, &spec, at).await;
+            report.evaluations += 1;
+            self.lock_live().last_eval.insert(rec.id.clone(), at);
+            self.input(&rec.id, Input::CheckResults { at, results }, None)
+                .await?;
+        }
+        // Ticks: timers, retries of unconfirmed writes, window openings.
+        self.input(&rec.id, Input::Tick, None).await?;
+        report.ticks += 1;
+        Ok(())
+    }
+
+    /// The latest evaluation instant `t0 + k·interval ≤ now` not yet run.
+    /// After a restart the last one run comes from the checks' `last_at`, so
+    /// nothing is evaluated twice; missed instants are not backfilled.
+    fn due_evaluation(
+        &self,
+        spec: &Spec,
+        r: &Rollout,
+        now: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
+        let a = spec.analysis.as_ref().filter(|a| !a.checks.is_empty())?;
+        let t0 = r.t0?;
+        let iv = a.interval.num_milliseconds().max(1);
+        let k = (now - t0).num_milliseconds().div_euclid(iv);
+        if k < 1 {
+            return None;
+        }
+        let at = t0 + TimeDelta::milliseconds(k * iv);
+        let stored = r.checks.values().filter_map(|c| c.last_at).max();
+        let last = [self.lock_live().last_eval.get(&r.id).copied(), stored]
+            .into_iter()
+            .flatten()
+            .max();
+        last.is_none_or(|l| at > l).then_some(at)
+    }
+
+    async fn evaluate(
+        &self,
+        rec: &RolloutRecord,
+        spec: &Spec,
+        at: DateTime<Utc>,
+    ) -> Vec<CheckResult> {
+        let Some(a) = &spec.analysis else {
+            return Vec::new();
+        };
+        let cal = self.calendars.get(&spec.calendar);
+        let in_session = cal
+            .as_ref()
+            .is_some_and(|c| engine::in_session(spec, c, at));
+        let pools = self.pool_of(spec).await.ok().flatten();
+        let orient = pools.as_ref().map(|p| Self::orientation(spec, p));
+        let vars = Vars {
+            rollout: rec.id.clone(),
+            revision: rec.revision.clone(),
+            canary_pool: orient
+                .as_ref()
+                .map(|o| o.canary.name.clone())
+                .unwrap_or_default(),
+            live_pool: orient
+                .as_ref()
+                .map(|o| o.live.name.clone())
+                .unwrap_or_default(),
+            canary_servers: orient
+                .as_ref()
+                .map(|o| o.canary.servers.clone())
+                .unwrap_or_default(),
+            live_servers: orient
+                .as_ref()
+                .map(|o| o.live.servers.clone())
+                .unwrap_or_default(),
+        };
+        let query_time = at - a.query_delay;
+        let source = self.metrics.source(a);
+        let mut results = Vec::new();
+        let mut records = Vec::new();
+        for check in &a.checks {
+            let ev = match &source {
+                Ok(src) => gates::evaluate(check, src.as_ref(), &vars, query_time).await,
+                Err(e) => gates::Evaluation {
+                    check: check.name.clone(),
+                    verdict: engine::Verdict::Error,
+                    value: None,
+                    query: check.query.clone(),
+                    reason: format!("metrics source unusable: {e}"),
+                    server_date: None,
+                },
+            };
+            if let Some(d) = ev.server_date {
+                // The Date header has one-second resolution: compare with the
+                // wall clock, not the evaluation instant.
+                self.lock_live().metrics_skew = Some(self.now() - d);
+            }
+            records.push(CheckResultRecord {
+                rollout_id: rec.id.clone(),
+                check_name: ev.check.clone(),
+                at,
+                query: ev.query.clone(),
+                value: ev.value,
+                verdict: serde_json::to_value(ev.verdict)
+                    .ok()
+                    .and_then(|v| v.as_str().map(String::from))
+                    .unwrap_or_default(),
+                reason: ev.reason.clone(),
+                in_session,
+            });
+            results.push(CheckResult {
+                check: ev.check,
+                verdict: ev.verdict,
+                in_session,
+            });
+        }
+        if let Err(e) = self.store.insert_check_results(&records).await {
+            tracing::warn!(rollout = %rec.id, error = %e, "Check results not stored (the decision is still journalled in the audit log).");
+        }
+        results
+    }
+
+    async fn hold_idle(&self, p: &PoolRecord, now: DateTime<Utc>) {
+        // Find a spec for the target: the latest rollout of it.
+        let Ok(rs) = self.store.rollouts(false, 1000).await else {
+            return;
+        };
+        let Some(rec) = rs.iter().find(|r| r.target == p.target) else {
+            return;
+        };
+        let Ok(spec) = self.spec_of(rec) else { return };
+        let backend = self
+            .traffic
+            .backend(&spec.traffic, &Self::orientation(&spec, p));
+        let stale = self
+            .lock_live()
+            .views
+            .get(&p.target)
+            .is_none_or(|v| now - v.at >= self.cfg.drift_interval);
+        if !stale {
+            return;
+        }
+        let Ok(reading) = backend.read().await else {
+            return;
+        };
+        let above: Vec<(String, f64)> = reading
+            .shares()
+            .into_iter()
+            .filter(|(_, s)| *s > engine::DRIFT_TOLERANCE)
+            .collect();
+        self.lock_live()
+            .views
+            .insert(p.target.clone(), TargetView { at: now, reading });
+        if above.is_empty() {
+            return;
+        }
+        let why = format!(
+            "idle pool {} of {} carries traffic with no active rollout ({}) — set back to 0",
+            p.idle,
+            p.target,
+            above
+                .iter()
+                .map(|(e, s)| format!("{e}: {s:.1}%"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        tracing::warn!(target = %p.target, "{why}");
+        let _ = self
+            .store
+            .append_event(&NewEvent {
+                at: now,
+                kind: "drift_corrected".into(),
+                why,
+                input: "{}".into(),
+                state: "idle".into(),
+                ..Default::default()
+            })
+            .await;
+        if let Err(e) = backend.apply(0).await {
+            tracing::error!(target = %p.target, error = %e, "Could not set the idle pool back to 0.");
+        }
+    }
+
+    /// Sleep until the next due time or a poke; run passes until `stop`.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        loop {
+            if *stop.borrow() {
+                break;
+            }
+            match self.pass().await {
+                Ok(r) => {
+                    tracing::debug!(rollouts = r.rollouts, ticks = r.ticks, "Controller pass.")
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "Controller pass failed; no raise until the store answers again.")
+                }
+            }
+            let now = self.now();
+            let next = self.store.next_wake().await.ok().flatten();
+            let until = next.map_or(self.cfg.drift_interval, |n| {
+                (n - now).clamp(TimeDelta::milliseconds(50), self.cfg.drift_interval)
+            });
+            let sleep = until.to_std().unwrap_or(std::time::Duration::from_secs(1));
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {}
+                _ = self.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+        }
+        self.settled().await;
+    }
+}
+
+/// Counters of one pass, for the benchmark and the debug log.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct PassReport {
+    pub rollouts: usize,
+    pub reads: usize,
+    pub evaluations: usize,
+    pub ticks: usize,
+    pub errors: usize,
+}
+
+/// The next check evaluation after `now` for a rollout (for `next_wake`).
+fn next_evaluation(spec: &Spec, r: &Rollout, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let a = spec.analysis.as_ref().filter(|a| !a.checks.is_empty())?;
+    let t0 = r.t0?;
+    if r.state.is_terminal() {
+        return None;
+    }
+    let iv = a.interval.num_milliseconds().max(1);
+    let k = (now - t0).num_milliseconds().div_euclid(iv) + 1;
+    Some(t0 + TimeDelta::milliseconds(k.max(1) * iv))
+}
+
+async fn actuator(ctl: Arc<Controller>, target: String, mut rx: mpsc::UnboundedReceiver<Job>) {
+    while let Some(job) = rx.recv().await {
+        if let Err(e) = actuate(&ctl, &job).await {
+            tracing::error!(rollout = %job.rollout_id, target = %target, error = %e, "Write failed.");
+        }
+        if ctl.in_flight.fetch_sub(1, Ordering::SeqCst) == 1 {
+            ctl.idle.notify_waiters();
+        }
+    }
+}
+
+async fn actuate(ctl: &Arc<Controller>, job: &Job) -> Result<(), ControlError> {
+    let Effect::Apply {
+        share,
+        deadline,
+        drain_and_shutdown,
+        version,
+    } = job.effect
+    else {
+        return Ok(());
+    };
+    // Drop a write whose decision is no longer current.
+    let Some(rec) = ctl.store.rollout(&job.rollout_id).await? else {
+        return Ok(());
+    };
+    let r: Rollout = serde_json::from_str(&rec.data).map_err(|e| ctl_err(&rec.id, e))?;
+    let current = r
+        .write
+        .as_ref()
+        .is_some_and(|w| w.version == version && w.share == share);
+    if !current {
+        tracing::debug!(rollout = %rec.id, version, "Stale write dropped.");
+        return Ok(());
+    }
+    // A raise is re-checked right before the write: deadline, freeze, clock.
+    if let Some(deadline) = deadline {
+        let now = ctl.now();
+        let frozen = ctl.store.freeze().await?.on;
+        if now >= deadline || frozen || !ctl.clock_trusted() {
+            tracing::warn!(rollout = %rec.id, share, %deadline, frozen, "Raise not written: past its deadline, frozen or clock untrusted.");
+            return Ok(());
+        }
+    }
+    let result = if drain_and_shutdown
+        || (deadline.is_none() && share == 0 && matches!(r.state, State::RollingBack))
+    {
+        job.backend.rollback(drain_and_shutdown).await
+    } else {
+        job.backend.apply(share).await
+    };
+    let input = match result {
+        Ok(rep) => {
+            tracing::info!(rollout = %rec.id, share, confirmed = rep.confirmed, detail = %rep.detail, "Weight written.");
+            Input::Applied {
+                version,
+                share,
+                confirmed: rep.confirmed,
+                detail: rep.detail,
+            }
+        }
+        Err(e) => Input::Applied {
+            version,
+            share,
+            confirmed: false,
+            detail: e.to_string(),
+        },
+    };
+    ctl.input(&rec.id, input, None).await?;
+    Ok(())
+}
+
+/// `kite-api-20261126-1a2b3c`: readable, sortable, unique.
+fn new_id(name: &str, now: DateTime<Utc>) -> String {
+    let short = uuid::Uuid::new_v4().simple().to_string();
+    format!("{name}-{}-{}", now.format("%Y%m%d"), &short[..6])
+}

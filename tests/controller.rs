@@ -1,0 +1,471 @@
+//! The controller across simulated weeks of the real NSE calendar, with a
+//! manual clock, the in-memory traffic target and a scripted metrics source,
+//! on SQLite and on PostgreSQL.
+
+use std::sync::Arc;
+
+use chrono::{DateTime, Datelike, TimeDelta, Timelike, Utc, Weekday};
+use muhurat::clock::{Clock, ManualClock};
+use muhurat::controller::testing::ScriptedMetrics;
+use muhurat::controller::{Calendars, Config, Controller, StartOutcome, StartRequest};
+use muhurat::engine::{Input, Rollout, State};
+use muhurat::gates::Sample;
+use muhurat::store::{Backend, testing};
+use muhurat::traffic::memory::{MemoryFactory, MemoryTarget};
+use muhurat::windows::{self, Interval};
+
+const IST: chrono_tz::Tz = chrono_tz::Asia::Kolkata;
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn spec(extra_analysis: &str, steps: &str) -> String {
+    format!(
+        r#"name: kite-api
+calendar: nse
+segments: [equity, fno, currency, commodity]
+traffic:
+  haproxy:
+    endpoints: ["unix:/run/haproxy/a.sock", "unix:/run/haproxy/b.sock"]
+    backend: kite_api
+    pools: {{blue: [b1, b2], green: [g1, g2]}}
+analysis:
+  prometheus: http://127.0.0.1:8428
+  interval: 30m
+  query_delay: 30s
+  min_passes: 2
+  inconclusive_limit: 3
+{extra_analysis}  checks:
+    - name: error-rate
+      query: errors{{server=~"{{{{canary_servers}}}}"}}
+      max: 0.01
+steps:
+{steps}"#
+    )
+}
+
+const STEPS: &str = "  - set_weight: 5\n  - bake: {sessions: 1, segment: equity}\n  - approval: {min: 1}\n  - set_weight: 50\n  - bake: {sessions: 1}\n  - set_weight: 100\n  - bake: {sessions: 1}\n";
+
+/// Weekdays 08:00–24:00 IST, a little wider than the sessions of the spec's
+/// segments (equity 08:45 … commodity 23:55): customers trade and the
+/// metrics store has data; otherwise nobody trades and it has none.
+fn trading(at: DateTime<Utc>) -> bool {
+    let l = at.with_timezone(&IST);
+    let wd = l.weekday();
+    !matches!(wd, Weekday::Sat | Weekday::Sun) && l.hour() >= 8
+}
+
+fn healthy(_q: &str, at: DateTime<Utc>) -> Result<Sample, muhurat::gates::GateError> {
+    Ok(if trading(at) {
+        Sample::Value(0.001)
+    } else {
+        Sample::NoData
+    })
+}
+
+struct H {
+    c: Arc<Controller>,
+    clock: Arc<ManualClock>,
+    target: MemoryTarget,
+    metrics: ScriptedMetrics,
+    _dir: Option<tempfile::TempDir>,
+}
+
+async fn harness(b: Backend, start: &str) -> H {
+    let (store, _url, dir) = testing::fresh(b).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cals = Arc::new(Calendars::load(&root.join("rollouts/calendars")).unwrap());
+    let clock = Arc::new(ManualClock::new(t(start)));
+    let traffic = MemoryFactory::default();
+    let metrics = ScriptedMetrics::new(healthy);
+    let cfg = Config {
+        drift_interval: TimeDelta::minutes(10),
+        measure_db_skew: false,
+        ..Config::default()
+    };
+    let c = Controller::new(
+        store,
+        cals,
+        Arc::new(traffic.clone()),
+        Arc::new(metrics.clone()),
+        clock.clone(),
+        cfg,
+    );
+    // The target exists before the first rollout: blue (the first pool) at
+    // 0%, so green is live and blue is the canary.
+    let s = muhurat::spec::load("s", &spec("", STEPS), |_| {
+        Ok(c.calendars().get("nse").unwrap().as_ref().clone())
+    })
+    .unwrap()
+    .spec;
+    let target = traffic.target(&s.traffic);
+    H {
+        c,
+        clock,
+        target,
+        metrics,
+        _dir: dir,
+    }
+}
+
+impl H {
+    async fn start(&self, yaml: &str) -> String {
+        let out = self
+            .c
+            .start(StartRequest {
+                spec_yaml: yaml.into(),
+                revision: "abc123".into(),
+                initiator: "asha".into(),
+                principal: "asha".into(),
+            })
+            .await
+            .unwrap();
+        let StartOutcome::Created(rec) = out else {
+            panic!("expected a new rollout")
+        };
+        // Preflight runs in the background; let it land.
+        for _ in 0..200 {
+            if self.rollout(&rec.id).await.state != State::Pending {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        rec.id
+    }
+
+    async fn rollout(&self, id: &str) -> Rollout {
+        let rec = self.c.store().rollout(id).await.unwrap().unwrap();
+        serde_json::from_str(&rec.data).unwrap()
+    }
+
+    /// Run passes every `step` until `until` or until `stop` says so.
+    async fn run(
+        &self,
+        id: &str,
+        until: &str,
+        step: TimeDelta,
+        mut on_each: impl FnMut(&Rollout) -> Option<Input>,
+        stop: impl Fn(&Rollout) -> bool,
+    ) -> Rollout {
+        let until = t(until);
+        loop {
+            self.c.pass().await.unwrap();
+            self.c.settled().await;
+            let r = self.rollout(id).await;
+            if stop(&r) || self.clock.now() >= until {
+                return r;
+            }
+            if let Some(input) = on_each(&r) {
+                let principal = match &input {
+                    Input::Approve { principal, .. } => Some(principal.clone()),
+                    _ => None,
+                };
+                self.c.input(id, input, principal.as_deref()).await.unwrap();
+                self.c.settled().await;
+            }
+            self.clock.advance(step);
+        }
+    }
+
+    async fn events(&self, id: &str) -> Vec<(String, DateTime<Utc>, String)> {
+        self.c
+            .store()
+            .events(Some(id), 0, 10_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| (e.event.kind, e.event.at, e.event.why))
+            .collect()
+    }
+}
+
+fn approve_when_waiting(r: &Rollout) -> Option<Input> {
+    (r.state == State::AwaitingApproval).then(|| Input::Approve {
+        principal: "ravi".into(),
+        is_initiator: false,
+        step: r.step,
+        spec_hash: r.spec_hash.clone(),
+        comment: None,
+    })
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(muhurat::store::Backend::Sqlite).await } )* }
+        mod postgres { $( #[tokio::test(flavor = "multi_thread", worker_threads = 2)] async fn $name() { super::$name(muhurat::store::Backend::Postgres).await } )* }
+    };
+}
+
+both!(
+    passing_rollout_over_a_fortnight,
+    check_failing_in_session_rolls_back_at_once,
+    no_data_at_night_waits_and_in_session_pauses,
+    raise_held_back_past_its_window_expires,
+    approval_before_a_failed_check_is_void,
+);
+
+async fn passing_rollout_over_a_fortnight(b: Backend) {
+    // Fri 6 Nov 2026, noon: the market is open, the Sunday after is the
+    // Muhurat blackout, Tuesday 10th a holiday with an evening session.
+    let h = harness(b, "2026-11-06T12:00:00+05:30").await;
+    let id = h.start(&spec("", STEPS)).await;
+    assert_eq!(
+        h.rollout(&id).await.state,
+        State::WaitingForWindow,
+        "noon on a trading day: wait for the window"
+    );
+    let r = h
+        .run(
+            &id,
+            "2026-11-20T12:00:00+05:30",
+            TimeDelta::minutes(15),
+            approve_when_waiting,
+            |r| r.state.is_terminal(),
+        )
+        .await;
+    let story: Vec<String> = h
+        .events(&id)
+        .await
+        .into_iter()
+        .filter(|(k, _, _)| k != "checks_evaluated")
+        .map(|(k, at, why)| {
+            format!(
+                "{} {k}: {why}",
+                at.with_timezone(&IST).format("%a %d %H:%M")
+            )
+        })
+        .collect();
+    assert_eq!(
+        r.state,
+        State::Succeeded,
+        "{:?}\n{}",
+        r.waiting_for,
+        story.join("\n")
+    );
+    assert_eq!(h.target.share(), Some(100.0));
+    // Green was live (blue, the first pool, read 0%); the rollout moved the
+    // traffic to blue, and the pools swapped.
+    let target = h.c.store().rollout(&id).await.unwrap().unwrap().target;
+    let pools = h.c.store().pool_state(&target).await.unwrap().unwrap();
+    assert_eq!(
+        (pools.live.as_str(), pools.idle.as_str()),
+        ("blue", "green"),
+        "{story:#?}",
+        story = h
+            .events(&id)
+            .await
+            .into_iter()
+            .rev()
+            .take(6)
+            .collect::<Vec<_>>()
+    );
+    // Every raise was decided and confirmed inside a permitted window.
+    let cal = h.c.calendars().get("nse").unwrap();
+    let s = muhurat::spec::load("s", &spec("", STEPS), |_| Ok(cal.as_ref().clone()))
+        .unwrap()
+        .spec;
+    let permitted = windows::permitted(
+        &s.window_rules(),
+        &cal,
+        Interval::new(t("2026-11-01T00:00:00Z"), t("2026-11-30T00:00:00Z")),
+        &[],
+    );
+    let evs = h.events(&id).await;
+    let raises: Vec<_> = evs
+        .iter()
+        .filter(|(k, _, _)| k == "raise_decided" || k == "weight_confirmed")
+        .collect();
+    assert!(raises.len() >= 6, "{evs:#?}");
+    for (k, at, why) in raises {
+        assert!(
+            permitted.iter().any(|w| w.contains(*at)),
+            "{k} at {at} ({why}) is outside every permitted window"
+        );
+    }
+    // The bakes counted trading days, and the blackout Sunday is not one.
+    let days: Vec<_> = evs
+        .iter()
+        .filter(|(k, _, _)| k == "bake_day_observed")
+        .collect();
+    assert_eq!(days.len(), 3, "{days:#?}");
+    assert!(
+        days.iter()
+            .all(|(_, at, _)| at.with_timezone(&IST).weekday() != Weekday::Sun)
+    );
+}
+
+async fn check_failing_in_session_rolls_back_at_once(b: Backend) {
+    let h = harness(b, "2026-11-06T12:00:00+05:30").await;
+    let id = h.start(&spec("", STEPS)).await;
+    // Run until 5% is confirmed (Sat 00:25) and into Monday's session.
+    let r = h
+        .run(
+            &id,
+            "2026-11-09T10:00:00+05:30",
+            TimeDelta::minutes(15),
+            |_| None,
+            |_| false,
+        )
+        .await;
+    assert_eq!(r.confirmed, 5);
+    // The canary starts failing at 10:00 during the session.
+    h.metrics.set(|_, _| Ok(Sample::Value(0.5)));
+    let failing_from = h.clock.now();
+    let r = h
+        .run(
+            &id,
+            "2026-11-09T12:00:00+05:30",
+            TimeDelta::minutes(1),
+            |_| None,
+            |r| r.state.is_terminal(),
+        )
+        .await;
+    assert_eq!(r.state, State::RolledBack);
+    assert_eq!(h.target.share(), Some(0.0));
+    assert!(
+        h.target.lock().drained,
+        "rollback drains the canary servers"
+    );
+    // Within one interval (30m) plus the pass step.
+    assert!(
+        h.clock.now() - failing_from <= TimeDelta::minutes(31),
+        "rolled back at {}",
+        h.clock.now()
+    );
+}
+
+async fn no_data_at_night_waits_and_in_session_pauses(b: Backend) {
+    let h = harness(b, "2026-11-06T12:00:00+05:30").await;
+    h.metrics.set(|_, _| Ok(Sample::NoData));
+    let id = h.start(&spec("", STEPS)).await;
+    // Friday night → Monday 08:00: weight confirmed, no data all weekend: no pause.
+    let r = h
+        .run(
+            &id,
+            "2026-11-09T08:00:00+05:30",
+            TimeDelta::minutes(15),
+            |_| None,
+            |r| r.state == State::Paused,
+        )
+        .await;
+    assert_eq!(r.confirmed, 5);
+    assert_ne!(
+        r.state,
+        State::Paused,
+        "off-session no data must not pause: {:?}",
+        r.waiting_for
+    );
+    // In the session, 3 counted inconclusive results pause it.
+    let r = h
+        .run(
+            &id,
+            "2026-11-09T12:00:00+05:30",
+            TimeDelta::minutes(15),
+            |_| None,
+            |r| r.state == State::Paused,
+        )
+        .await;
+    assert_eq!(r.state, State::Paused, "{:?}", r.waiting_for);
+    assert!(
+        h.clock.now() <= t("2026-11-09T10:45:00+05:30"),
+        "paused at {}",
+        h.clock.now()
+    );
+    // Nothing advanced on inconclusive data.
+    assert_eq!(r.confirmed, 5);
+    assert_eq!(h.target.share(), Some(5.0));
+}
+
+async fn raise_held_back_past_its_window_expires(b: Backend) {
+    let h = harness(b, "2026-11-06T12:00:00+05:30").await;
+    // Both endpoints refuse writes from the start of Saturday's window.
+    h.target
+        .lock()
+        .down
+        .insert("unix:/run/haproxy/a.sock".into());
+    let id = h.start(&spec("", STEPS)).await;
+    let r = h
+        .run(
+            &id,
+            "2026-11-07T23:45:00+05:30",
+            TimeDelta::minutes(15),
+            |_| None,
+            |_| false,
+        )
+        .await;
+    // Saturday's window closed at 23:30 (blackout guard): the raise expired.
+    assert_eq!(r.confirmed, 0);
+    assert_eq!(r.desired, 0);
+    let evs = h.events(&id).await;
+    assert!(evs.iter().any(|(k, _, _)| k == "raise_expired"), "{evs:#?}");
+    // The endpoint that answered was put back: nothing stays raised.
+    assert_eq!(h.target.lock().shares["unix:/run/haproxy/b.sock"], 0.0);
+}
+
+async fn approval_before_a_failed_check_is_void(b: Backend) {
+    let h = harness(b, "2026-11-06T12:00:00+05:30").await;
+    let steps = "  - set_weight: 5\n  - approval: {min: 2}\n  - set_weight: 100\n";
+    let id = h
+        .start(
+            &spec(
+                "  failure_limit_unused: 0\n"
+                    .replace("  failure_limit_unused: 0\n", "")
+                    .as_str(),
+                steps,
+            )
+            .replace("max: 0.01", "max: 0.01\n      failure_limit: 1")
+            .replace("steps:", "on_failure: pause\nsteps:"),
+        )
+        .await;
+    let r = h
+        .run(
+            &id,
+            "2026-11-08T12:00:00+05:30",
+            TimeDelta::minutes(15),
+            |_| None,
+            |r| r.state == State::AwaitingApproval,
+        )
+        .await;
+    assert_eq!(r.state, State::AwaitingApproval);
+    h.c.input(
+        &id,
+        Input::Approve {
+            principal: "ravi".into(),
+            is_initiator: false,
+            step: r.step,
+            spec_hash: r.spec_hash.clone(),
+            comment: None,
+        },
+        Some("ravi"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        h.rollout(&id)
+            .await
+            .approvals
+            .iter()
+            .filter(|a| !a.void)
+            .count(),
+        1
+    );
+    // Monday's session: the check fails once → on_failure: pause, approval void.
+    h.metrics.set(|_, _| Ok(Sample::Value(0.5)));
+    let r = h
+        .run(
+            &id,
+            "2026-11-09T12:00:00+05:30",
+            TimeDelta::minutes(15),
+            |_| None,
+            |r| r.state == State::Paused,
+        )
+        .await;
+    assert_eq!(r.state, State::Paused);
+    assert!(r.approvals.iter().all(|a| a.void), "{:?}", r.approvals);
+    let evs = h.events(&id).await;
+    assert!(
+        evs.iter().any(|(k, _, _)| k == "approval_voided"),
+        "{evs:#?}"
+    );
+}
