@@ -195,6 +195,26 @@ impl Controller {
         &self.cfg
     }
 
+    /// The traffic backends (for `pools`, `adopt`, `check-target`).
+    pub fn traffic(&self) -> &Arc<dyn TrafficFactory> {
+        &self.traffic
+    }
+
+    /// The metrics sources (for `check-metrics`).
+    pub fn metrics(&self) -> &Arc<dyn MetricsFactory> {
+        &self.metrics
+    }
+
+    /// The spec a stored rollout runs (validated against the calendar in force).
+    pub fn spec_for(&self, rec: &RolloutRecord) -> Result<Arc<Spec>, ControlError> {
+        self.spec_of(rec)
+    }
+
+    /// Which pool is canary and which live for a spec's target, as stored.
+    pub async fn orientation_for(&self, spec: &Spec) -> Result<Option<Orientation>, StoreError> {
+        Ok(self.pool_of(spec).await?.map(|p| Self::orientation(spec, &p)))
+    }
+
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
     }
