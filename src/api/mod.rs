@@ -1,28 +1,159 @@
-//! HTTP: health and readiness (and, as the API grows, the REST API, SSE
-//! and the dashboard). Only `/healthz`, `/readyz` and `/metrics` answer
-//! without a token.
+//! HTTP: the REST API of DESIGN §7 under `/api/v1`, server-sent events, and
+//! health, readiness and Prometheus metrics.
+//!
+//! The decision a newcomer must know: handlers never change a rollout
+//! themselves. A command becomes an [`crate::engine::Input`] and goes through
+//! [`Controller::input`], the same locked store transaction the controller
+//! uses, so a refusal (`stale_approval`, `separation_of_duties`…) comes from
+//! the engine and nothing half-done is ever stored. Handlers authenticate
+//! ([`auth::Caller`]), check the role, translate, and shape the answer. Only
+//! `/healthz`, `/readyz` and `/metrics` answer without a token.
+//!
+//! Routes are registered through [`Routes`], which also records them, so
+//! the test that compares the router with `openapi.yaml` sees exactly what
+//! the server serves.
+
+pub mod admin;
+pub mod auth;
+pub mod errors;
+pub mod events;
+pub mod pools;
+pub mod rollouts;
 
 use std::sync::Arc;
 
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{MethodRouter, delete, get, post};
 use axum::{Json, Router};
 use serde_json::json;
 
 use crate::controller::Controller;
+use crate::policy::Policy;
+pub use auth::{Caller, Role, create_token, new_token};
+pub use errors::{ApiError, BODY_LIMIT};
 
 /// What every handler shares.
 #[derive(Clone)]
 pub struct AppState {
     pub controller: Arc<Controller>,
+    /// The floor under every spec (DESIGN §3 *Policy*).
+    pub policy: Arc<Policy>,
+    /// The dashboard's public URL, for links in answers.
+    pub public_url: Option<String>,
+    /// Bumped after every change the API commits, to wake SSE streams at
+    /// once; they also poll the store every second for the controller's own
+    /// transitions, so a missed bump only delays, never loses, an event.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
+}
+
+impl AppState {
+    /// The empty policy, no public URL.
+    pub fn new(controller: Arc<Controller>) -> AppState {
+        AppState {
+            controller,
+            policy: Arc::new(Policy::default()),
+            public_url: None,
+            changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+        }
+    }
+
+    pub fn with_policy(mut self, policy: Policy) -> AppState {
+        self.policy = Arc::new(policy);
+        self
+    }
+
+    pub fn with_public_url(mut self, url: Option<String>) -> AppState {
+        self.public_url = url;
+        self
+    }
+
+    /// Something was committed: wake event streams and the controller.
+    pub(crate) fn changed(&self) {
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+        self.controller.poke();
+    }
+
+    pub(crate) fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+}
+
+/// A router under construction that remembers its routes.
+pub struct Routes {
+    router: Router<AppState>,
+    list: Vec<(&'static str, &'static str)>,
+}
+
+impl Routes {
+    fn new() -> Routes {
+        Routes {
+            router: Router::new(),
+            list: Vec::new(),
+        }
+    }
+
+    fn add(mut self, method: &'static str, path: &'static str, h: MethodRouter<AppState>) -> Self {
+        self.list.push((method, path));
+        self.router = self.router.route(path, h);
+        self
+    }
+}
+
+fn routes() -> Routes {
+    use admin::*;
+    use pools::*;
+    use rollouts::*;
+    Routes::new()
+        .add("get", "/healthz", get(healthz))
+        .add("get", "/readyz", get(readyz))
+        .add("get", "/metrics", get(metrics))
+        .add("post", "/api/v1/rollouts", post(create))
+        .add("get", "/api/v1/rollouts", get(list))
+        .add("get", "/api/v1/rollouts/{id}", get(show))
+        .add("get", "/api/v1/rollouts/{id}/events", get(audit))
+        .add("post", "/api/v1/rollouts/{id}/pause", post(pause))
+        .add("post", "/api/v1/rollouts/{id}/resume", post(resume))
+        .add("post", "/api/v1/rollouts/{id}/abort", post(abort))
+        .add("post", "/api/v1/rollouts/{id}/approve", post(approve))
+        .add("post", "/api/v1/pools", post(pools))
+        .add("post", "/api/v1/pools/adopt", post(adopt))
+        .add("post", "/api/v1/check-target", post(check_target))
+        .add("post", "/api/v1/check-metrics", post(check_metrics))
+        .add("get", "/api/v1/tokens", get(list_tokens))
+        .add("post", "/api/v1/tokens", post(create_token_route))
+        .add(
+            "delete",
+            "/api/v1/tokens/{name}",
+            delete(revoke_token_route),
+        )
+        .add("get", "/api/v1/events", get(events::stream))
+        .add("get", "/api/v1/freeze", get(show_freeze))
+        .add("post", "/api/v1/freeze", post(set_freeze))
+        .add("post", "/api/v1/calendars/reload", post(reload_calendars))
+}
+
+/// Every (method, path) the router serves, lower-case methods, axum path
+/// syntax (`{id}`, as in OpenAPI).
+pub fn route_table() -> Vec<(&'static str, &'static str)> {
+    routes().list
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+    routes()
+        .router
+        .fallback(|| async {
+            ApiError::not_found("no such endpoint; see openapi.yaml for the API")
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this endpoint does not take that method; see openapi.yaml",
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
 }
 
@@ -65,4 +196,100 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "calendars": coverage,
     });
     (status, Json(body)).into_response()
+}
+
+/// The twelve states, so every `muhurat_rollouts{state}` series exists even
+/// at 0 (a missing series breaks alert expressions).
+const STATES: [&str; 12] = [
+    "pending",
+    "waiting_for_window",
+    "waiting_for_checks",
+    "applying",
+    "baking",
+    "awaiting_approval",
+    "paused",
+    "rolling_back",
+    "rolled_back",
+    "aborted",
+    "succeeded",
+    "failed",
+];
+
+/// Prometheus text format. Names `muhurat_<thing>_<unit>`, low-cardinality
+/// labels (STYLE.md).
+async fn metrics(State(st): State<AppState>) -> Response {
+    use std::fmt::Write;
+    let c = &st.controller;
+    let mut out = String::new();
+    let mut counts: std::collections::BTreeMap<String, u64> =
+        STATES.iter().map(|s| (s.to_string(), 0)).collect();
+    // TODO(correctness): counts every stored rollout; replace with a
+    // GROUP BY in the store once the history grows past ~100k rows.
+    let store_up = match c.store().rollouts(false, 100_000).await {
+        Ok(rs) => {
+            for r in rs {
+                *counts.entry(r.state).or_default() += 1;
+            }
+            1
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Metrics: the store did not answer.");
+            0
+        }
+    };
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_rollouts Rollouts by state.\n# TYPE muhurat_rollouts gauge"
+    );
+    for (s, n) in &counts {
+        let _ = writeln!(out, "muhurat_rollouts{{state=\"{s}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_store_up 1 when the database answered this scrape.\n# TYPE muhurat_store_up gauge\nmuhurat_store_up {store_up}"
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_clock_skew_seconds Largest measured clock skew (database, metrics store).\n# TYPE muhurat_clock_skew_seconds gauge"
+    );
+    let skew = c
+        .clock_skew()
+        .map_or(0.0, |d| d.num_milliseconds() as f64 / 1000.0);
+    let _ = writeln!(out, "muhurat_clock_skew_seconds {skew}");
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_clock_trusted 1 when the skew is within max_clock_skew (raises allowed).\n# TYPE muhurat_clock_trusted gauge\nmuhurat_clock_trusted {}",
+        u8::from(c.clock_trusted())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_calendar_coverage_remaining_seconds Time until the calendar's coverage ends (fail closed after).\n# TYPE muhurat_calendar_coverage_remaining_seconds gauge"
+    );
+    for (name, secs) in c.calendars().coverage_remaining(c.now()) {
+        let _ = writeln!(
+            out,
+            "muhurat_calendar_coverage_remaining_seconds{{calendar=\"{}\"}} {secs}",
+            name.replace(['"', '\\', '\n'], "_")
+        );
+    }
+    if let Ok(f) = c.store().freeze().await {
+        let _ = writeln!(
+            out,
+            "# HELP muhurat_freeze_on 1 while the global freeze is on.\n# TYPE muhurat_freeze_on gauge\nmuhurat_freeze_on {}",
+            u8::from(f.on)
+        );
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response()
+}
+
+/// RFC 3339 in UTC with `Z`, to the second: how the API writes instants.
+pub(crate) fn ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }

@@ -7,7 +7,12 @@
 
 mod common;
 mod plan;
+mod pools;
+pub mod remote;
+mod rollouts;
 pub mod server;
+pub mod start;
+mod token;
 mod validate;
 mod windows;
 
@@ -15,12 +20,22 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use remote::RemoteArgs;
+pub use start::{StartArgs, WaitFor};
+pub use token::{Role, TokenCommand};
+
 pub use common::{find_calendar, load_calendar_file, load_spec_file};
 
 pub const EXIT_OK: i32 = 0;
 pub const EXIT_FAILED: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 pub const EXIT_INTERNAL: i32 = 3;
+/// `--timeout` reached while the rollout is healthy and in progress.
+pub const EXIT_TIMEOUT: i32 = 4;
+/// A human must act: the rollout is paused, or `pools` says not safe.
+pub const EXIT_HUMAN: i32 = 5;
+/// Authentication or authorisation refused (401/403).
+pub const EXIT_AUTH: i32 = 6;
 
 /// Phased deployments that move traffic only while the markets are closed.
 #[derive(Debug, Parser)]
@@ -46,6 +61,9 @@ pub enum Command {
         /// Folder of calendar files NAME.yaml (default: calendars/ beside the spec).
         #[arg(long, env = "MUHURAT_CALENDARS")]
         calendars: Option<PathBuf>,
+        /// Also check against a server policy file (YAML, as `policy:` in the server config).
+        #[arg(long)]
+        policy: Option<PathBuf>,
     },
     /// Show the permitted windows of a spec: when traffic may be raised.
     Windows {
@@ -77,13 +95,116 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum, default_value = "text")]
         output: Output,
     },
+    /// Ask the server which pool is idle and whether it is safe to deploy to
+    /// it (exit 5 when not).
+    Pools {
+        file: PathBuf,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Move all traffic of a spec's target to POOL and record it as live
+    /// (before the first rollout, when both pools carry traffic).
+    Adopt {
+        file: PathBuf,
+        /// The pool to make live.
+        #[arg(long)]
+        live: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Start a rollout of a spec for a revision; print its id; optionally wait.
+    Start(StartArgs),
+    /// Show a rollout (an id, or a spec name: its active rollout), or list them.
+    Status {
+        rollout: Option<String>,
+        #[arg(short = 'o', long, value_enum, default_value = "text")]
+        output: Output,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Hold a rollout where it is (decreases and checks continue).
+    Pause {
+        rollout: String,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Let a paused rollout go on.
+    Resume {
+        rollout: String,
+        /// Step past a no-data deadlock (approver/admin; needs --reason; audited).
+        #[arg(long, requires = "reason")]
+        override_checks: bool,
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Take the canary pool to 0 and drain it; the rollout ends `aborted`.
+    Abort {
+        rollout: String,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Approve the step a rollout waits at, after showing what happens next.
+    Approve {
+        rollout: String,
+        /// The 0-based step to approve [default: the one it waits at].
+        #[arg(long)]
+        step: Option<u64>,
+        #[arg(long)]
+        comment: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Turn the global freeze on or off: no raise anywhere while on.
+    Freeze {
+        #[arg(value_enum)]
+        state: Switch,
+        #[arg(long)]
+        reason: String,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Ask the server to check a spec's traffic target (exit 1 on any problem).
+    CheckTarget {
+        file: PathBuf,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Ask the server to run a spec's metric checks once (exit 1 on any failure).
+    CheckMetrics {
+        file: PathBuf,
+        #[arg(long)]
+        revision: Option<String>,
+        #[command(flatten)]
+        remote: RemoteArgs,
+    },
+    /// Create, list and revoke API tokens.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
 }
 
 /// Run a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
     let clock = crate::clock::SystemClock;
     match cli.command {
-        Command::Validate { files, calendars } => validate::run(&files, calendars.as_deref()),
+        Command::Validate {
+            files,
+            calendars,
+            policy,
+        } => validate::run(&files, calendars.as_deref(), policy.as_deref()),
         Command::Server(args) => server::run(&args),
         Command::Windows {
             file,
@@ -107,5 +228,51 @@ pub fn run(cli: Cli) -> i32 {
             from,
             output,
         } => plan::run(&clock, &file, calendars.as_deref(), from.as_deref(), output),
+        Command::Pools {
+            file,
+            output,
+            remote,
+        } => pools::pools(&file, output, &remote),
+        Command::Adopt { file, live, remote } => pools::adopt(&file, &live, &remote),
+        Command::Start(args) => start::run(&args),
+        Command::Status {
+            rollout,
+            output,
+            remote,
+        } => rollouts::status(rollout.as_deref(), output, &remote),
+        Command::Pause {
+            rollout,
+            reason,
+            remote,
+        } => rollouts::pause(&rollout, reason.as_deref(), &remote),
+        Command::Resume {
+            rollout,
+            override_checks,
+            reason,
+            remote,
+        } => rollouts::resume(&rollout, override_checks, reason.as_deref(), &remote),
+        Command::Abort {
+            rollout,
+            reason,
+            remote,
+        } => rollouts::abort(&rollout, &reason, &remote),
+        Command::Approve {
+            rollout,
+            step,
+            comment,
+            remote,
+        } => rollouts::approve(&rollout, step, comment.as_deref(), &remote),
+        Command::Freeze {
+            state,
+            reason,
+            remote,
+        } => pools::freeze(state == Switch::On, &reason, &remote),
+        Command::CheckTarget { file, remote } => pools::check("check-target", &file, None, &remote),
+        Command::CheckMetrics {
+            file,
+            revision,
+            remote,
+        } => pools::check("check-metrics", &file, revision.as_deref(), &remote),
+        Command::Token(cmd) => token::run(&cmd),
     }
 }

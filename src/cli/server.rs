@@ -25,6 +25,17 @@ pub struct FileConfig {
     pub drift_interval: Option<String>,
     pub max_clock_skew: Option<String>,
     pub log_format: Option<String>,
+    /// Server-wide notifications (coverage, clock skew, store errors).
+    pub notify: Option<Vec<ServerNotify>>,
+    /// The floor under every spec (DESIGN §3 *Policy*).
+    pub policy: Option<crate::policy::RawPolicy>,
+}
+
+/// One server-wide notification channel: `{webhook_secret: NAME}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerNotify {
+    pub webhook_secret: String,
 }
 
 /// The settings in force after merging flags, environment and file.
@@ -37,6 +48,9 @@ pub struct Settings {
     pub drift_interval: TimeDelta,
     pub max_clock_skew: TimeDelta,
     pub log_json: bool,
+    /// Secret names of the server-wide webhooks.
+    pub notify: Vec<String>,
+    pub policy: crate::policy::Policy,
 }
 
 /// The flags (each also an environment variable, see `--help`).
@@ -66,6 +80,14 @@ pub struct ServerArgs {
     /// text or json [default: text].
     #[arg(long, env = "MUHURAT_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Policy file (YAML, as `policy:` in the config file); wins over the
+    /// config file's `policy`.
+    #[arg(long, env = "MUHURAT_POLICY")]
+    pub policy: Option<PathBuf>,
+    /// Secret name of a server-wide webhook (repeat, or comma-separate in
+    /// the variable); wins over the config file's `notify`.
+    #[arg(long = "notify", env = "MUHURAT_NOTIFY", value_delimiter = ',')]
+    pub notify: Vec<String>,
 }
 
 fn dur(what: &str, v: Option<String>, default: TimeDelta) -> Result<TimeDelta, String> {
@@ -78,13 +100,51 @@ fn dur(what: &str, v: Option<String>, default: TimeDelta) -> Result<TimeDelta, S
 
 /// Merge flags/environment over the config file over the defaults.
 pub fn settings(args: &ServerArgs) -> Result<Settings, String> {
-    let file: FileConfig = match &args.config {
-        None => FileConfig::default(),
+    let (file, file_text): (FileConfig, String) = match &args.config {
+        None => (FileConfig::default(), String::new()),
         Some(p) => {
             let text = std::fs::read_to_string(p)
                 .map_err(|e| format!("{}: cannot read the config file: {e}", p.display()))?;
-            crate::yaml::from_str(&p.display().to_string(), &text).map_err(|d| d.to_string())?
+            (
+                crate::yaml::from_str(&p.display().to_string(), &text)
+                    .map_err(|d| d.to_string())?,
+                text,
+            )
         }
+    };
+    let policy = match (&args.policy, &file.policy) {
+        (Some(p), _) => {
+            let text = std::fs::read_to_string(p)
+                .map_err(|e| format!("{}: cannot read the policy file: {e}", p.display()))?;
+            crate::policy::load(&p.display().to_string(), &text).map_err(|ds| {
+                ds.iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            })?
+        }
+        (None, Some(raw)) => crate::policy::validate(raw, "policy").map_err(|ps| {
+            let shown = args
+                .config
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
+            let positions = crate::yaml::Positions::index(&file_text);
+            ps.into_iter()
+                .map(|p| positions.place(&shown, p).to_string())
+                .collect::<Vec<_>>()
+                .join("\n")
+        })?,
+        (None, None) => crate::policy::Policy::default(),
+    };
+    let notify = if args.notify.is_empty() {
+        file.notify
+            .unwrap_or_default()
+            .into_iter()
+            .map(|n| n.webhook_secret)
+            .collect()
+    } else {
+        args.notify.clone()
     };
     let log_format = args
         .log_format
@@ -122,6 +182,8 @@ pub fn settings(args: &ServerArgs) -> Result<Settings, String> {
             TimeDelta::seconds(5),
         )?,
         log_json: log_format == "json",
+        notify,
+        policy,
     })
 }
 
@@ -181,11 +243,26 @@ async fn serve(s: Settings) -> Result<(), String> {
     for c in calendars.all() {
         tracing::info!(calendar = %c.name, version = %c.version, valid_until = %c.valid_until, "Calendar in force.");
     }
-    let traffic = Arc::new(HaproxyFactory::new(HaproxyLimits::default()));
-    let metrics = Arc::new(PrometheusFactory::default());
+    let consul = Arc::new(crate::traffic::consul::ConsulFactory::new(
+        s.policy.secrets(),
+        crate::traffic::consul::ConsulLimits::default(),
+    ));
+    let traffic = Arc::new(HaproxyFactory::new(HaproxyLimits::default()).with_other(consul));
+    // Specs name secrets; the policy maps names to environment variables.
+    let metrics = Arc::new(PrometheusFactory {
+        secrets: s.policy.secrets(),
+        ..PrometheusFactory::default()
+    });
+    tracing::info!(policy_version = %s.policy.version, empty = s.policy.is_empty(), "Policy in force.");
     let cfg = Config {
         drift_interval: s.drift_interval,
         max_clock_skew: s.max_clock_skew,
+        policy_version: if s.policy.version.is_empty() {
+            Config::default().policy_version
+        } else {
+            s.policy.version.clone()
+        },
+        journal: journal_path(&s.db),
         ..Config::default()
     };
     let controller = Controller::new(
@@ -198,14 +275,28 @@ async fn serve(s: Settings) -> Result<(), String> {
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_task = tokio::spawn(controller.clone().run(stop_rx));
+    // Webhooks from the outbox, in their own task: never in the controller's way.
+    let notify_task = tokio::spawn(crate::notify::run(
+        controller.store().clone(),
+        s.policy.secrets(),
+        reqwest::Client::new(),
+        Arc::new(SystemClock),
+        crate::notify::Options {
+            public_url: s.public_url.clone(),
+            ..Default::default()
+        },
+        stop_tx.subscribe(),
+    ));
 
     let listener = tokio::net::TcpListener::bind(&s.listen)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", s.listen))?;
     tracing::info!(listen = %s.listen, db = %redact(&s.db), "muhurat server started.");
-    let app = api::router(api::AppState {
-        controller: controller.clone(),
-    });
+    let app = api::router(
+        api::AppState::new(controller.clone())
+            .with_policy(s.policy.clone())
+            .with_public_url(s.public_url.clone()),
+    );
     let mut stop_http = stop_tx.subscribe();
     let http = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -235,10 +326,22 @@ async fn serve(s: Settings) -> Result<(), String> {
     tracing::info!("Stopping: finishing the transition in flight.");
     let _ = stop_tx.send(true);
     let _ = loop_task.await;
+    let _ = notify_task.await;
     let _ = http.await;
     lock.release().await;
     tracing::info!("Stopped.");
     Ok(())
+}
+
+/// Where decisions taken while the database is unreachable are journalled:
+/// beside the SQLite file, or `muhurat.journal` in the working directory
+/// (the service's state directory) for PostgreSQL.
+fn journal_path(db: &str) -> PathBuf {
+    if db.starts_with("sqlite:") {
+        PathBuf::from(format!("{}.journal", crate::store::sqlite_path(db)))
+    } else {
+        PathBuf::from("muhurat.journal")
+    }
 }
 
 /// A database URL without its password, for logs.

@@ -12,6 +12,7 @@
 //! writes through `Tick` (a raise past its deadline expires instead).
 
 pub mod calendars;
+pub mod journal;
 pub mod testing;
 
 use std::collections::HashMap;
@@ -26,7 +27,8 @@ use crate::engine::{self, CheckResult, Ctx, Effect, Initiator, Input, Refusal, R
 use crate::gates::{self, MetricsSource, Vars};
 use crate::spec::{self, Analysis, CalendarLookup, Spec};
 use crate::store::{
-    CheckResultRecord, NewEvent, NewOutbox, PoolRecord, RolloutRecord, Store, StoreError, Update,
+    CheckResultRecord, FreezeRecord, NewEvent, NewOutbox, PoolRecord, RolloutRecord, Store,
+    StoreError, Update,
 };
 use crate::traffic::{Orientation, Reading, TrafficBackend, TrafficFactory};
 use crate::windows::{self, Interval};
@@ -49,6 +51,8 @@ pub struct Config {
     /// where the controller runs on a manual clock (simulations), which the
     /// real database clock would always contradict.
     pub measure_db_skew: bool,
+    /// Where decisions taken while the store is unreachable are journalled.
+    pub journal: std::path::PathBuf,
     /// Check results older than this are pruned from the results table (the
     /// audit log keeps every verdict that led to a decision).
     pub check_retention: TimeDelta,
@@ -61,6 +65,7 @@ impl Default for Config {
             max_clock_skew: TimeDelta::seconds(5),
             policy_version: "0".into(),
             measure_db_skew: true,
+            journal: std::path::PathBuf::from("muhurat.journal"),
             check_retention: TimeDelta::days(30),
         }
     }
@@ -113,6 +118,9 @@ pub enum StartError {
     Store(#[from] StoreError),
 }
 
+/// (spec hash, calendar version, freeze start if on, hour since the epoch).
+type WindowKey = (String, String, Option<i64>, i64);
+
 /// What the controller last read of a target.
 #[derive(Debug, Clone)]
 struct TargetView {
@@ -130,6 +138,15 @@ struct Live {
     db_skew: Option<TimeDelta>,
     metrics_skew: Option<TimeDelta>,
     specs: HashMap<(String, String), Arc<Spec>>,
+    /// spec hash → calendar name, so a cached spec is found without
+    /// re-parsing its YAML.
+    spec_calendar: HashMap<String, String>,
+    /// The active rollouts and pool states as last read: what the controller
+    /// knows when the store does not answer.
+    cache: Vec<RolloutRecord>,
+    pools_cache: HashMap<String, PoolRecord>,
+    /// Permitted windows per (spec hash, calendar version, freeze, hour).
+    windows: HashMap<WindowKey, Arc<Vec<Interval>>>,
 }
 
 struct Job {
@@ -212,7 +229,10 @@ impl Controller {
 
     /// Which pool is canary and which live for a spec's target, as stored.
     pub async fn orientation_for(&self, spec: &Spec) -> Result<Option<Orientation>, StoreError> {
-        Ok(self.pool_of(spec).await?.map(|p| Self::orientation(spec, &p)))
+        Ok(self
+            .pool_of(spec)
+            .await?
+            .map(|p| Self::orientation(spec, &p)))
     }
 
     pub fn now(&self) -> DateTime<Utc> {
@@ -245,7 +265,11 @@ impl Controller {
 
     /// The validated spec of a rollout row, checked against its hash.
     fn spec_of(&self, rec: &RolloutRecord) -> Result<Arc<Spec>, ControlError> {
-        let name = self.spec_calendar_name(rec)?;
+        let known = self.lock_live().spec_calendar.get(&rec.spec_hash).cloned();
+        let name = match known {
+            Some(n) => n,
+            None => self.spec_calendar_name(rec)?,
+        };
         let cal = self
             .calendars
             .get(&name)
@@ -273,10 +297,14 @@ impl Controller {
             )
         })?;
         if loaded.spec.hash() != rec.spec_hash {
-            return Err(ctl_err(&rec.id, "stored spec hash does not match its YAML"));
+            // Only a calendar change can do this (a spec without `segments`
+            // takes the calendar's). The rollout runs on the calendar in force.
+            tracing::warn!(rollout = %rec.id, "The spec validates differently under the calendar in force (its default segments changed); running with the calendar in force.");
         }
         let s = Arc::new(loaded.spec);
-        self.lock_live().specs.insert(key, s.clone());
+        let mut live = self.lock_live();
+        live.specs.insert(key, s.clone());
+        live.spec_calendar.insert(rec.spec_hash.clone(), name);
         Ok(s)
     }
 
@@ -300,28 +328,44 @@ impl Controller {
         self.store.pool_state(&spec.traffic.target_id()).await
     }
 
-    /// Permitted windows for the engine at `now`, freeze subtracted.
-    async fn permitted_at(
+    /// Permitted windows for the engine at `now`, freeze subtracted. Cached
+    /// per hour: the range always reaches at least a week past `now`.
+    fn permitted_at(
         &self,
+        spec_hash: &str,
         spec: &Spec,
         cal: &crate::calendar::Calendar,
         now: DateTime<Utc>,
-    ) -> Result<(Vec<Interval>, bool), StoreError> {
-        let freeze = self.store.freeze().await?;
-        let frozen = freeze.on;
-        let fz = if frozen {
-            vec![Interval::new(
-                freeze.since.min(now - TimeDelta::days(1)),
-                now + WINDOW_HORIZON + TimeDelta::days(1),
-            )]
+        freeze: &FreezeRecord,
+    ) -> Arc<Vec<Interval>> {
+        let hour = now.timestamp().div_euclid(3600);
+        let key = (
+            spec_hash.to_string(),
+            cal.version.to_string(),
+            freeze.on.then(|| freeze.since.timestamp()),
+            hour,
+        );
+        if let Some(w) = self.lock_live().windows.get(&key) {
+            return w.clone();
+        }
+        let bucket = DateTime::<Utc>::from_timestamp(hour * 3600, 0).unwrap_or(now);
+        let range = Interval::new(
+            bucket - TimeDelta::days(1),
+            bucket + WINDOW_HORIZON + TimeDelta::hours(1),
+        );
+        // The freeze blocks everything from when it was switched on.
+        let fz = if freeze.on {
+            vec![Interval::new(freeze.since.min(range.start), range.end)]
         } else {
             vec![]
         };
-        let range = Interval::new(now - TimeDelta::days(1), now + WINDOW_HORIZON);
-        Ok((
-            windows::permitted(&spec.window_rules(), cal, range, &fz),
-            frozen,
-        ))
+        let w = Arc::new(windows::permitted(&spec.window_rules(), cal, range, &fz));
+        let mut live = self.lock_live();
+        if live.windows.len() > 10_000 {
+            live.windows.clear();
+        }
+        live.windows.insert(key, w.clone());
+        w
     }
 
     // ---- starting ----------------------------------------------------------
@@ -495,6 +539,18 @@ impl Controller {
         input: Input,
         principal: Option<&str>,
     ) -> Result<Option<Rollout>, ControlError> {
+        // Commands and actuator outcomes read the freeze fresh.
+        let freeze = self.store.freeze().await?;
+        self.input_with(id, input, principal, &freeze).await
+    }
+
+    async fn input_with(
+        self: &Arc<Self>,
+        id: &str,
+        input: Input,
+        principal: Option<&str>,
+        freeze: &FreezeRecord,
+    ) -> Result<Option<Rollout>, ControlError> {
         let now = self.now();
         let rec = self
             .store
@@ -506,7 +562,8 @@ impl Controller {
             .calendars
             .get(&spec.calendar)
             .ok_or_else(|| ctl_err(id, "calendar not loaded"))?;
-        let (permitted, frozen) = self.permitted_at(&spec, &cal, now).await?;
+        let permitted = self.permitted_at(&rec.spec_hash, &spec, &cal, now, freeze);
+        let frozen = freeze.on;
         let (canary_up, live_up) = self.health_of(&rec.target);
         let clock_trusted = self.clock_trusted();
         let skew = self.clock_skew();
@@ -514,6 +571,7 @@ impl Controller {
         let policy_version = self.cfg.policy_version.clone();
         let next_eval = |r: &Rollout| next_evaluation(&spec, r, now);
         let mut out: Option<engine::Transition> = None;
+        let mut moved_wake: Option<Option<DateTime<Utc>>> = None;
         let committed = self
             .store
             .transition(id, |cur| {
@@ -535,22 +593,25 @@ impl Controller {
                 };
                 let t =
                     engine::step(&r, input.clone(), now, &ctx).map_err(ControlError::Refused)?;
+                let wake = t
+                    .effects
+                    .iter()
+                    .filter_map(|e| {
+                        if let Effect::WakeAt { at, .. } = e {
+                            Some(*at)
+                        } else {
+                            None
+                        }
+                    })
+                    .min();
+                let next_wake = [wake, next_eval(&t.rollout)].into_iter().flatten().min();
+                if next_wake != cur.next_wake {
+                    moved_wake = Some(next_wake);
+                }
                 let update = if t.events.is_empty() {
                     None
                 } else {
                     let data = serde_json::to_string(&t.rollout).expect("a rollout serializes");
-                    let wake = t
-                        .effects
-                        .iter()
-                        .filter_map(|e| {
-                            if let Effect::WakeAt { at, .. } = e {
-                                Some(*at)
-                            } else {
-                                None
-                            }
-                        })
-                        .min();
-                    let next_wake = [wake, next_eval(&t.rollout)].into_iter().flatten().min();
                     let input_json = serde_json::to_string(&input).expect("an input serializes");
                     let events = t
                         .events
@@ -605,8 +666,15 @@ impl Controller {
                 Ok::<_, ControlError>(update)
             })
             .await?;
-        committed?;
+        let committed = committed?;
         let Some(t) = out else { return Ok(None) };
+        if committed.is_none()
+            && let Some(w) = moved_wake
+        {
+            // Nothing decided, but the next due time moved (a window
+            // opening came closer): keep the controller's timer right.
+            self.store.set_next_wake(id, w).await?;
+        }
         for e in &t.events {
             tracing::info!(rollout = %id, step = e.step, state = t.rollout.state.as_str(), why = %e.why, "{:?}", e.kind);
         }
@@ -726,10 +794,34 @@ impl Controller {
                 "Clock skew above max_clock_skew: no raise until it is fixed."
             );
         }
-        let active = self.store.rollouts(true, 100_000).await?;
+        let read = async {
+            let active = self.store.rollouts(true, 100_000).await?;
+            // Read once per pass: the freeze and where every target's pools are.
+            let freeze = self.store.freeze().await?;
+            let pools: HashMap<String, PoolRecord> = self
+                .store
+                .pool_states()
+                .await?
+                .into_iter()
+                .map(|p| (p.target.clone(), p))
+                .collect();
+            Ok::<_, StoreError>((active, freeze, pools))
+        };
+        let (active, freeze, pools) = match read.await {
+            Ok(x) => x,
+            Err(e) => return Ok(self.pass_degraded(now, &e).await),
+        };
+        if let Err(e) = self.replay_journal().await {
+            tracing::error!(error = %e, journal = %self.cfg.journal.display(), "Journal replay stopped; it is retried on the next pass.");
+        }
+        {
+            let mut live = self.lock_live();
+            live.cache = active.clone();
+            live.pools_cache = pools.clone();
+        }
         for rec in &active {
             report.rollouts += 1;
-            if let Err(e) = self.pass_one(rec, now, &mut report).await {
+            if let Err(e) = self.pass_one(rec, now, &freeze, &pools, &mut report).await {
                 report.errors += 1;
                 tracing::error!(rollout = %rec.id, error = %e, "Controller pass failed for this rollout.");
             }
@@ -737,9 +829,9 @@ impl Controller {
         // Targets without an active rollout: the idle pool is held at 0.
         let busy: std::collections::HashSet<&str> =
             active.iter().map(|r| r.target.as_str()).collect();
-        for p in self.store.pool_states().await? {
+        for p in pools.values() {
             if !busy.contains(p.target.as_str()) {
-                self.hold_idle(&p, now).await;
+                self.hold_idle(p, now).await;
             }
         }
         Ok(report)
@@ -749,6 +841,8 @@ impl Controller {
         self: &Arc<Self>,
         rec: &RolloutRecord,
         now: DateTime<Utc>,
+        freeze: &FreezeRecord,
+        pools: &HashMap<String, PoolRecord>,
         report: &mut PassReport,
     ) -> Result<(), ControlError> {
         let spec = self.spec_of(rec)?;
@@ -756,32 +850,32 @@ impl Controller {
         if r.state == State::Pending {
             return Ok(());
         }
+        let mut changed = false;
         // Drift: read the target every drift_interval.
         let stale = self
             .lock_live()
             .views
             .get(&rec.target)
             .is_none_or(|v| now - v.at >= self.cfg.drift_interval);
-        if stale && let Some(pools) = self.pool_of(&spec).await? {
-            {
-                let backend = self
-                    .traffic
-                    .backend(&spec.traffic, &Self::orientation(&spec, &pools));
-                match backend.read().await {
-                    Ok(reading) => {
-                        let shares = reading.shares();
-                        self.lock_live()
-                            .views
-                            .insert(rec.target.clone(), TargetView { at: now, reading });
-                        report.reads += 1;
-                        if !shares.is_empty() && shares != r.observed {
-                            self.input(&rec.id, Input::Observed { shares }, None)
-                                .await?;
-                        }
+        if stale && let Some(p) = pools.get(&rec.target) {
+            let backend = self
+                .traffic
+                .backend(&spec.traffic, &Self::orientation(&spec, p));
+            match backend.read().await {
+                Ok(reading) => {
+                    let shares = reading.shares();
+                    self.lock_live()
+                        .views
+                        .insert(rec.target.clone(), TargetView { at: now, reading });
+                    report.reads += 1;
+                    if !shares.is_empty() && shares != r.observed {
+                        self.input_with(&rec.id, Input::Observed { shares }, None, freeze)
+                            .await?;
+                        changed = true;
                     }
-                    Err(e) => {
-                        tracing::warn!(rollout = %rec.id, target = %rec.target, error = %e, "Cannot read the target.")
-                    }
+                }
+                Err(e) => {
+                    tracing::warn!(rollout = %rec.id, target = %rec.target, error = %e, "Cannot read the target.")
                 }
             }
         }
@@ -790,13 +884,209 @@ impl Controller {
             let results = self.evaluate(rec, &spec, at).await;
             report.evaluations += 1;
             self.lock_live().last_eval.insert(rec.id.clone(), at);
-            self.input(&rec.id, Input::CheckResults { at, results }, None)
+            self.input_with(&rec.id, Input::CheckResults { at, results }, None, freeze)
                 .await?;
+            changed = true;
         }
-        // Ticks: timers, retries of unconfirmed writes, window openings.
-        self.input(&rec.id, Input::Tick, None).await?;
-        report.ticks += 1;
+        // Ticks: timers, retries of unconfirmed writes, window openings. Most
+        // ticks change nothing: try it on the snapshot first and only take
+        // the row lock when the engine has something to record or do.
+        if changed || self.tick_would_act(rec, &spec, &r, now, freeze)? {
+            self.input_with(&rec.id, Input::Tick, None, freeze).await?;
+            report.ticks += 1;
+        }
         Ok(())
+    }
+
+    /// The store does not answer: no raise, but due checks still run on the
+    /// last known state, and a decision to decrease (a rollback) is
+    /// journalled locally, then executed. Replayed when the store returns.
+    async fn pass_degraded(self: &Arc<Self>, now: DateTime<Utc>, err: &StoreError) -> PassReport {
+        tracing::error!(error = %err, journal = %self.cfg.journal.display(), "Store unreachable: no raise; failing checks still roll back, journalled locally.");
+        let (cached, pools) = {
+            let live = self.lock_live();
+            (live.cache.clone(), live.pools_cache.clone())
+        };
+        let mut report = PassReport {
+            degraded: true,
+            ..PassReport::default()
+        };
+        for rec in cached {
+            report.rollouts += 1;
+            if let Err(e) = self.degraded_one(&rec, now, &pools, &mut report).await {
+                report.errors += 1;
+                tracing::error!(rollout = %rec.id, error = %e, "Degraded pass failed for this rollout.");
+            }
+        }
+        report
+    }
+
+    async fn degraded_one(
+        self: &Arc<Self>,
+        rec: &RolloutRecord,
+        now: DateTime<Utc>,
+        pools: &HashMap<String, PoolRecord>,
+        report: &mut PassReport,
+    ) -> Result<(), ControlError> {
+        let spec = self.spec_of(rec)?;
+        let r: Rollout = serde_json::from_str(&rec.data).map_err(|e| ctl_err(&rec.id, e))?;
+        let Some(at) = self.due_evaluation(&spec, &r, now) else {
+            return Ok(());
+        };
+        let results = self.evaluate(rec, &spec, at).await;
+        report.evaluations += 1;
+        self.lock_live().last_eval.insert(rec.id.clone(), at);
+        let input = Input::CheckResults { at, results };
+        let cal = self
+            .calendars
+            .get(&spec.calendar)
+            .ok_or_else(|| ctl_err(&rec.id, "calendar not loaded"))?;
+        // Treated as frozen: the engine cannot decide a raise.
+        let freeze = FreezeRecord {
+            on: true,
+            reason: "store unreachable".into(),
+            by: "muhurat".into(),
+            since: now,
+        };
+        let permitted = self.permitted_at(&rec.spec_hash, &spec, &cal, now, &freeze);
+        let (canary_up, live_up) = self.health_of(&rec.target);
+        let cal_version = cal.version.to_string();
+        let ctx = Ctx {
+            spec: &spec,
+            calendar: &cal,
+            permitted: &permitted,
+            frozen: true,
+            clock_trusted: self.clock_trusted(),
+            canary_up,
+            live_up,
+            calendar_version: &cal_version,
+            policy_version: &self.cfg.policy_version,
+        };
+        let t = engine::step(&r, input.clone(), now, &ctx).map_err(ControlError::Refused)?;
+        if t.events.is_empty() {
+            return Ok(());
+        }
+        // Persist before acting: every input acted on is journalled, so the
+        // replay reproduces the same decisions in the store.
+        journal::Journal::new(&self.cfg.journal)
+            .append(&journal::Entry {
+                rollout_id: rec.id.clone(),
+                at: now,
+                input,
+            })
+            .map_err(|e| {
+                ctl_err(
+                    &rec.id,
+                    format!(
+                        "cannot write the journal {}: {e}",
+                        self.cfg.journal.display()
+                    ),
+                )
+            })?;
+        {
+            let mut live = self.lock_live();
+            if let Some(c) = live.cache.iter_mut().find(|c| c.id == rec.id) {
+                c.data = serde_json::to_string(&t.rollout).expect("a rollout serializes");
+            }
+        }
+        for e in &t.events {
+            tracing::warn!(rollout = %rec.id, why = %e.why, "{:?} (journalled; the store is unreachable)", e.kind);
+        }
+        for e in &t.effects {
+            if let Effect::Apply {
+                share,
+                deadline: None,
+                drain_and_shutdown,
+                ..
+            } = e
+                && let Some(p) = pools.get(&rec.target)
+            {
+                let backend = self
+                    .traffic
+                    .backend(&spec.traffic, &Self::orientation(&spec, p));
+                let res = if *drain_and_shutdown {
+                    backend.rollback(true).await
+                } else {
+                    backend.apply(*share).await
+                };
+                match res {
+                    Ok(rep) => {
+                        tracing::warn!(rollout = %rec.id, share, confirmed = rep.confirmed, "Decrease written while the store is unreachable.")
+                    }
+                    Err(e) => {
+                        tracing::error!(rollout = %rec.id, error = %e, "Decrease failed while the store is unreachable; retried next pass.")
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Persist what was journalled while the store was down, in order.
+    async fn replay_journal(self: &Arc<Self>) -> Result<(), ControlError> {
+        let j = journal::Journal::new(&self.cfg.journal);
+        let entries = j.entries().map_err(|e| ctl_err("journal", e))?;
+        for (i, e) in entries.iter().enumerate() {
+            tracing::info!(rollout = %e.rollout_id, journalled_at = %e.at, "Replaying a journalled decision.");
+            if let Err(err) = self.input(&e.rollout_id, e.input.clone(), None).await {
+                j.keep(&entries[i..]).map_err(|e| ctl_err("journal", e))?;
+                return Err(err);
+            }
+        }
+        if !entries.is_empty() {
+            j.keep(&[]).map_err(|e| ctl_err("journal", e))?;
+        }
+        Ok(())
+    }
+
+    /// Does a Tick on this snapshot decide or write anything?
+    fn tick_would_act(
+        &self,
+        rec: &RolloutRecord,
+        spec: &Spec,
+        r: &Rollout,
+        now: DateTime<Utc>,
+        freeze: &FreezeRecord,
+    ) -> Result<bool, ControlError> {
+        let cal = self
+            .calendars
+            .get(&spec.calendar)
+            .ok_or_else(|| ctl_err(&rec.id, "calendar not loaded"))?;
+        let permitted = self.permitted_at(&rec.spec_hash, spec, &cal, now, freeze);
+        let (canary_up, live_up) = self.health_of(&rec.target);
+        let cal_version = cal.version.to_string();
+        let ctx = Ctx {
+            spec,
+            calendar: &cal,
+            permitted: &permitted,
+            frozen: freeze.on,
+            clock_trusted: self.clock_trusted(),
+            canary_up,
+            live_up,
+            calendar_version: &cal_version,
+            policy_version: &self.cfg.policy_version,
+        };
+        let t = engine::step(r, Input::Tick, now, &ctx).map_err(ControlError::Refused)?;
+        let wake = t
+            .effects
+            .iter()
+            .filter_map(|e| {
+                if let Effect::WakeAt { at, .. } = e {
+                    Some(*at)
+                } else {
+                    None
+                }
+            })
+            .min();
+        let next_wake = [wake, next_evaluation(spec, &t.rollout, now)]
+            .into_iter()
+            .flatten()
+            .min();
+        Ok(!t.events.is_empty()
+            || t.effects
+                .iter()
+                .any(|e| !matches!(e, Effect::WakeAt { .. } | Effect::Evaluate { .. }))
+            || next_wake != rec.next_wake)
     }
 
     /// The latest evaluation instant `t0 + k·interval ≤ now` not yet run.
@@ -999,6 +1289,8 @@ impl Controller {
 /// Counters of one pass, for the benchmark and the debug log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
+    /// The store did not answer: only decreases were made (journalled).
+    pub degraded: bool,
     pub rollouts: usize,
     pub reads: usize,
     pub evaluations: usize,
@@ -1061,6 +1353,15 @@ async fn actuate(ctl: &Arc<Controller>, job: &Job) -> Result<(), ControlError> {
             return Ok(());
         }
     }
+    // Test builds only (`--features failpoints`): die between "raise
+    // decided and committed" and "written", to prove crash recovery.
+    #[cfg(feature = "failpoints")]
+    if deadline.is_some()
+        && std::env::var("MUHURAT_FAILPOINT").as_deref() == Ok("before_raise_write")
+    {
+        tracing::error!(rollout = %rec.id, "Failpoint before_raise_write: exiting.");
+        std::process::exit(86);
+    }
     let result = if drain_and_shutdown
         || (deadline.is_none() && share == 0 && matches!(r.state, State::RollingBack))
     {
@@ -1078,6 +1379,15 @@ async fn actuate(ctl: &Arc<Controller>, job: &Job) -> Result<(), ControlError> {
                 detail: rep.detail,
             }
         }
+        // Someone else wrote the target (a Consul CAS conflict): a raise is
+        // never retried over their write — the rollout pauses for a person.
+        // A decrease keeps being retried (the backend writes it over theirs).
+        Err(crate::traffic::TrafficError::Conflict(m)) if deadline.is_some() => Input::Pause {
+            by: "muhurat".into(),
+            reason: Some(format!(
+                "the target was changed by someone else while raising to {share}%: {m}"
+            )),
+        },
         Err(e) => Input::Applied {
             version,
             share,

@@ -24,7 +24,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyPool, Row};
 
-pub use lock::ServerLock;
+pub use lock::{ServerLock, sqlite_path};
 
 /// Which database a URL names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,6 +299,7 @@ impl Store {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
                     .max_connections(4)
+                    .acquire_timeout(std::time::Duration::from_secs(3))
                     .after_connect(|conn, _| {
                         Box::pin(async move {
                             use sqlx::Executor;
@@ -315,6 +316,9 @@ impl Store {
             Backend::Postgres => {
                 AnyPoolOptions::new()
                     .max_connections(8)
+                    // A database that is down must fail a pass quickly, so
+                    // the controller can act on what it knows (DESIGN §8).
+                    .acquire_timeout(std::time::Duration::from_secs(3))
                     .connect_with(opts)
                     .await?
             }
@@ -514,6 +518,17 @@ impl Store {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(rollout_from).collect()
+    }
+
+    /// Move a rollout's wake time without a transition (no decision, no
+    /// version change).
+    pub async fn set_next_wake(&self, id: &str, at: Option<DateTime<Utc>>) -> Result<()> {
+        sqlx::query(&self.q("UPDATE rollouts SET next_wake = $1 WHERE id = $2"))
+            .bind(at.map(ms))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// The earliest wake time of any active rollout.

@@ -8,6 +8,7 @@
 //! the shares in effect is part of the trait, because drift detection runs
 //! on every target whether or not a rollout is active.
 
+pub mod consul;
 pub mod haproxy;
 pub mod memory;
 

@@ -1,0 +1,348 @@
+//! Spec-based target endpoints: which pool is idle and safe to deploy to,
+//! adopting a live pool, and the `check-target`/`check-metrics` dry runs
+//! (they run inside the server because only it can reach the targets and
+//! holds the secrets).
+//!
+//! These endpoints make the server connect wherever a spec points, so the
+//! policy's `allowed_hosts` applies to them even though they change nothing.
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::StatusCode;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::{Action, Caller};
+use super::errors::{self, ApiError, RawJson};
+use super::rollouts::load_spec;
+use crate::engine::DRIFT_TOLERANCE;
+use crate::spec::Spec;
+use crate::store::{NewEvent, PoolRecord};
+use crate::traffic::{Orientation, Reading};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecBody {
+    spec: String,
+}
+
+/// Load the spec and refuse hosts outside the policy.
+fn spec_within_hosts(st: &AppState, yaml: &str) -> Result<Spec, ApiError> {
+    let spec = load_spec(st, yaml)?.spec;
+    let v = crate::policy::check_hosts(&spec, &st.policy);
+    if !v.is_empty() {
+        return Err(errors::policy_violation(&v));
+    }
+    Ok(spec)
+}
+
+/// The orientation to read a target with: the stored one, or (never rolled
+/// out) the first pool as canary, as `Controller::start` does.
+async fn orientation(st: &AppState, spec: &Spec) -> Result<(Orientation, bool), ApiError> {
+    Ok(match st.controller.orientation_for(spec).await? {
+        Some(o) => (o, true),
+        None => {
+            let [a, b] = spec.traffic.pools().clone();
+            (Orientation { canary: a, live: b }, false)
+        }
+    })
+}
+
+/// The `pools -o json` document (DESIGN §6).
+async fn pools_view(st: &AppState, spec: &Spec) -> Result<Value, ApiError> {
+    let target = spec.traffic.target_id();
+    let active = st.controller.store().active_on_target(&target).await?;
+    let (o, stored) = orientation(st, spec).await?;
+    let backend = st.controller.traffic().backend(&spec.traffic, &o);
+    let reading = backend.read().await;
+    let (mut live, mut idle) = (Some(o.live.name.clone()), Some(o.canary.name.clone()));
+    let mut idle_shares: Vec<f64> = Vec::new();
+    let mut reason: Option<String> = None;
+    match &reading {
+        Err(e) => reason = Some(format!("cannot read target {target}: {e}")),
+        Ok(r) => {
+            let shares = r.shares();
+            if let Some((ep, e)) = r
+                .endpoints
+                .iter()
+                .find_map(|(k, v)| v.as_ref().err().map(|e| (k, e)))
+            {
+                reason = Some(format!("endpoint {ep} did not answer: {e}"));
+            }
+            // Stored pools, or never rolled out and the first pool at 0
+            // everywhere: the canary (first pool) is idle.
+            if stored || shares.values().all(|s| *s <= DRIFT_TOLERANCE) {
+                idle_shares = shares.values().copied().collect();
+            } else if shares.values().all(|s| *s >= 100.0 - DRIFT_TOLERANCE) {
+                // The first pool carries everything: it is live.
+                std::mem::swap(&mut live, &mut idle);
+                idle_shares = shares.values().map(|s| 100.0 - s).collect();
+            } else {
+                live = None;
+                idle = None;
+                reason = Some(format!(
+                    "both pools carry traffic ({}); run `muhurat adopt FILE --live POOL` first",
+                    shares
+                        .iter()
+                        .map(|(e, s)| format!("{e}: {}={s:.1}%", o.canary.name))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+        }
+    }
+    let idle_max = idle_shares
+        .iter()
+        .copied()
+        .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+    if let Some(a) = &active {
+        reason = Some(format!(
+            "rollout {} is active on {target} ({})",
+            a.id, a.state
+        ));
+    }
+    if reason.is_none()
+        && let Some(m) = idle_max
+        && m > DRIFT_TOLERANCE
+    {
+        reason = Some(format!(
+            "the idle pool {} carries {m:.1}% on some endpoint; it must be at 0 everywhere",
+            idle.clone().unwrap_or_default()
+        ));
+    }
+    if reason.is_none() && idle_max.is_none() {
+        reason = Some(format!("no endpoint of {target} answered"));
+    }
+    let safe = reason.is_none();
+    let reason = reason.unwrap_or_else(|| {
+        format!(
+            "no rollout is active and the idle pool {} is at 0% on every endpoint",
+            idle.clone().unwrap_or_default()
+        )
+    });
+    Ok(json!({
+        "target": target,
+        "live": live,
+        "idle": idle,
+        "active_rollout": active.map(|a| a.id),
+        "idle_weight_max": idle_max,
+        "safe_to_deploy": safe,
+        "reason": reason,
+    }))
+}
+
+pub async fn pools(
+    State(st): State<AppState>,
+    caller: Caller,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Read)?;
+    let body: SpecBody = raw.parse()?;
+    let spec = spec_within_hosts(&st, &body.spec)?;
+    Ok(Json(pools_view(&st, &spec).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdoptBody {
+    spec: String,
+    live: String,
+}
+
+/// Move all traffic to the named pool (a decrease of the other, allowed at
+/// any time), confirm it, and record the pools.
+pub async fn adopt(
+    State(st): State<AppState>,
+    caller: Caller,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Deploy)?;
+    let body: AdoptBody = raw.parse()?;
+    let loaded = load_spec(&st, &body.spec)?;
+    let spec = loaded.spec;
+    let v = crate::policy::check(&spec, &st.policy);
+    if !v.is_empty() {
+        return Err(errors::policy_violation(&v));
+    }
+    let [a, b] = spec.traffic.pools().clone();
+    let (live, idle) = if body.live == a.name {
+        (a, b)
+    } else if body.live == b.name {
+        (b, a)
+    } else {
+        return Err(ApiError::bad_request(format!(
+            "`live`: `{}` is not a pool of this spec ({} or {})",
+            body.live, a.name, b.name
+        )));
+    };
+    let target = spec.traffic.target_id();
+    if let Some(r) = st.controller.store().active_on_target(&target).await? {
+        return Err(errors::busy(&target, &r.id));
+    }
+    let o = Orientation {
+        canary: idle.clone(),
+        live: live.clone(),
+    };
+    let backend = st.controller.traffic().backend(&spec.traffic, &o);
+    let rep = backend
+        .apply(0)
+        .await
+        .map_err(|e| ApiError::backend(format!("could not move traffic to {}: {e}", live.name)))?;
+    if !rep.confirmed {
+        return Err(ApiError::backend(format!(
+            "moving all traffic to {} was not confirmed on every endpoint: {}; pools unchanged",
+            live.name, rep.detail
+        )));
+    }
+    let now = st.controller.now();
+    let store = st.controller.store();
+    store
+        .set_pool_state(&PoolRecord {
+            target: target.clone(),
+            live: live.name.clone(),
+            idle: idle.name.clone(),
+            updated_at: now,
+        })
+        .await?;
+    store
+        .append_event(&NewEvent {
+            at: now,
+            kind: "pools_adopted".into(),
+            principal: Some(caller.principal.clone()),
+            why: format!(
+                "{} adopted {} as the live pool of {target}; {} set to 0",
+                caller.principal, live.name, idle.name
+            ),
+            input: json!({"command": "adopt", "target": target, "live": live.name}).to_string(),
+            state: "server".into(),
+            ..Default::default()
+        })
+        .await?;
+    tracing::info!(by = %caller.principal, target = %target, live = %live.name, "Pools adopted.");
+    st.changed();
+    Ok(Json(pools_view(&st, &spec).await?))
+}
+
+fn endpoints_json(r: &Reading, canary: &str) -> Value {
+    json!(
+        r.endpoints
+            .iter()
+            .map(|(ep, v)| match v {
+                Ok(e) => json!({"endpoint": ep, "canary_pool": canary, "canary_share": e.share, "canary_up": e.canary_up, "live_up": e.live_up}),
+                Err(e) => json!({"endpoint": ep, "error": e}),
+            })
+            .collect::<Vec<_>>()
+    )
+}
+
+/// Preflight without starting: every issue the backend finds.
+pub async fn check_target(
+    State(st): State<AppState>,
+    caller: Caller,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Read)?;
+    let body: SpecBody = raw.parse()?;
+    let spec = spec_within_hosts(&st, &body.spec)?;
+    let target = spec.traffic.target_id();
+    let (o, _) = orientation(&st, &spec).await?;
+    let backend = st.controller.traffic().backend(&spec.traffic, &o);
+    let issues: Vec<Value> = match backend.preflight().await {
+        Ok(is) => is
+            .iter()
+            .map(|i| json!({"endpoint": i.endpoint, "message": i.message}))
+            .collect(),
+        Err(e) => vec![json!({"endpoint": target, "message": e.to_string()})],
+    };
+    let endpoints = match backend.read().await {
+        Ok(r) => endpoints_json(&r, &o.canary.name),
+        Err(e) => json!([{"endpoint": target, "error": e.to_string()}]),
+    };
+    Ok(Json(json!({
+        "target": target,
+        "ok": issues.is_empty(),
+        "issues": issues,
+        "endpoints": endpoints,
+    })))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsBody {
+    spec: String,
+    revision: Option<String>,
+}
+
+/// Evaluate every check once now, as the controller would.
+pub async fn check_metrics(
+    State(st): State<AppState>,
+    caller: Caller,
+    raw: RawJson,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    caller.require(Action::Read)?;
+    let body: MetricsBody = raw.parse()?;
+    let spec = spec_within_hosts(&st, &body.spec)?;
+    let Some(a) = spec.analysis.as_ref().filter(|a| !a.checks.is_empty()) else {
+        return Ok((
+            StatusCode::OK,
+            Json(
+                json!({"ok": true, "query_time": null, "checks": [], "note": "the spec has no checks: it advances on time and approvals alone"}),
+            ),
+        ));
+    };
+    let target = spec.traffic.target_id();
+    let active = st
+        .controller
+        .store()
+        .active_on_target(&target)
+        .await?
+        .filter(|r| r.name == spec.name);
+    let rollout = active
+        .as_ref()
+        .map_or_else(|| format!("{}-check", spec.name), |r| r.id.clone());
+    let revision = body
+        .revision
+        .or_else(|| active.as_ref().map(|r| r.revision.clone()))
+        .unwrap_or_default();
+    let (o, _) = orientation(&st, &spec).await?;
+    let vars = crate::gates::vars_for(&spec, &rollout, &revision, &o.canary.name)
+        .map_err(|e| ApiError::internal(e.0))?;
+    let now = st.controller.now();
+    let query_time = now - a.query_delay;
+    let source = st.controller.metrics().source(a);
+    let mut checks = Vec::new();
+    let mut ok = true;
+    for c in &a.checks {
+        let ev = match &source {
+            Ok(src) => crate::gates::evaluate(c, src.as_ref(), &vars, query_time).await,
+            Err(e) => crate::gates::Evaluation {
+                check: c.name.clone(),
+                verdict: crate::gates::Verdict::Error,
+                value: None,
+                query: crate::gates::render(&c.query, &vars),
+                reason: format!("metrics source unusable: {e}"),
+                server_date: None,
+            },
+        };
+        ok &= ev.verdict == crate::gates::Verdict::Pass;
+        checks.push(json!({
+            "name": ev.check,
+            "query": ev.query,
+            "min_traffic_query": c.min_traffic.as_ref().map(|m| crate::gates::render(&m.query, &vars)),
+            "baseline_query": c.baseline.as_ref().map(|b| crate::gates::render(&b.query, &vars)),
+            "value": ev.value.filter(|v| v.is_finite()),
+            "value_text": ev.value.map(|v| v.to_string()),
+            "verdict": ev.verdict,
+            "reason": ev.reason,
+        }));
+    }
+    Ok((
+        StatusCode::OK,
+        Json(json!({
+            "ok": ok,
+            "query_time": super::ts(query_time),
+            "checks": checks,
+        })),
+    ))
+}

@@ -1,0 +1,561 @@
+//! Rollouts: start, list, show (everything the dashboard needs), the audit
+//! log, and the commands pause, resume, abort and approve.
+//!
+//! `{id}` is a rollout id or a spec name meaning that spec's active rollout
+//! (DESIGN §6 `ROLLOUT`).
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{Action, Caller};
+use super::errors::{self, ApiError, RawJson};
+use super::{AppState, ts};
+use crate::controller::{StartOutcome, StartRequest};
+use crate::engine::{Input, Rollout, State as RState};
+use crate::plan::{self, Planned};
+use crate::spec::{self, CalendarLookup, Spec, Step};
+use crate::store::{EventRecord, RolloutRecord};
+use crate::windows::Interval;
+
+/// Load a spec against the calendars in force: 400 `invalid_spec` listing
+/// every diagnostic, worded as `muhurat validate` words them.
+pub(crate) fn load_spec(st: &AppState, yaml: &str) -> Result<spec::Loaded, ApiError> {
+    let cals = st.controller.calendars().clone();
+    spec::load("spec", yaml, |name| {
+        cals.get(name).map(|c| (*c).clone()).ok_or_else(|| {
+            CalendarLookup::NotFound(format!(
+                "the server has no calendar `{name}` (loaded: {})",
+                cals.names().join(", ")
+            ))
+        })
+    })
+    .map_err(|d| errors::invalid_spec(&d))
+}
+
+/// A rollout by id, or the active rollout of a spec name; 404 otherwise.
+pub(crate) async fn resolve(st: &AppState, id: &str) -> Result<RolloutRecord, ApiError> {
+    let store = st.controller.store();
+    if let Some(r) = store.rollout(id).await? {
+        return Ok(r);
+    }
+    if let Some(r) = store.active_by_name(id).await? {
+        return Ok(r);
+    }
+    Err(ApiError::not_found(format!(
+        "no rollout `{id}`: neither a rollout id nor the name of a spec with an active rollout"
+    )))
+}
+
+fn engine_state(rec: &RolloutRecord) -> Result<Rollout, ApiError> {
+    serde_json::from_str(&rec.data).map_err(|e| {
+        ApiError::internal(format!("rollout {}: stored state unreadable: {e}", rec.id))
+    })
+}
+
+/// The fields of `status -o json` (DESIGN §6), plus identity and times.
+fn summary(rec: &RolloutRecord, r: &Rollout, steps: Option<usize>) -> Value {
+    json!({
+        "id": rec.id,
+        "name": rec.name,
+        "revision": rec.revision,
+        "initiator": rec.initiator,
+        "principal": rec.principal,
+        "target": rec.target,
+        "state": r.state.as_str(),
+        "active": !r.state.is_terminal(),
+        "step": r.step,
+        "steps": steps,
+        "canary_weight": r.confirmed,
+        "desired_weight": r.desired,
+        "waiting_for": r.waiting_for,
+        "next_window": r.next_window.map(ts),
+        "spec_hash": rec.spec_hash,
+        "version": rec.version,
+        "created_at": ts(rec.created_at),
+        "updated_at": ts(rec.updated_at),
+    })
+}
+
+fn step_json(index: usize, s: &Step) -> Value {
+    match s {
+        Step::SetWeight(w) => json!({"index": index, "type": "set_weight", "weight": w}),
+        Step::BakeDuration(d) => {
+            json!({"index": index, "type": "bake", "duration_seconds": d.num_seconds()})
+        }
+        Step::BakeSessions { sessions, segment } => {
+            json!({"index": index, "type": "bake", "sessions": sessions, "segment": segment})
+        }
+        Step::Approval { min } => json!({"index": index, "type": "approval", "min": min}),
+        Step::Pause => json!({"index": index, "type": "pause"}),
+    }
+}
+
+/// The projected plan of the steps not yet done, from `now`, under the
+/// plan's kind assumptions (DESIGN §6 `plan`). The current step is
+/// projected as if it started now, so a bake in progress shows its full
+/// length: an upper bound for that step, the earliest for the rest.
+fn projected(
+    spec: &Spec,
+    cal: &crate::calendar::Calendar,
+    r: &Rollout,
+    now: DateTime<Utc>,
+    frozen: bool,
+) -> Option<Value> {
+    if r.state.is_terminal() || r.step >= spec.steps.len() {
+        return None;
+    }
+    let mut rest = spec.clone();
+    rest.steps = spec.steps[r.step..].to_vec();
+    let end = cal.coverage().end.max(now);
+    // While frozen no raise can be planned at all: the plan says so with
+    // null times rather than guessing when the freeze ends.
+    let freeze = if frozen {
+        vec![Interval::new(now, end)]
+    } else {
+        vec![]
+    };
+    let p = plan::plan(&rest, cal, now, &freeze);
+    let o = |t: &Option<DateTime<Utc>>| t.map(ts);
+    let steps: Vec<Value> = p
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            let index = i + r.step;
+            match s {
+                Planned::SetWeight { weight, at } => {
+                    json!({"index": index, "type": "set_weight", "weight": weight, "at": o(at)})
+                }
+                Planned::Bake { start, until } => {
+                    json!({"index": index, "type": "bake", "start": o(start), "until": o(until)})
+                }
+                Planned::Approval { at } => {
+                    json!({"index": index, "type": "approval", "at": o(at)})
+                }
+                Planned::Pause { at } => json!({"index": index, "type": "pause", "at": o(at)}),
+            }
+        })
+        .collect();
+    Some(json!({
+        "from": ts(p.from),
+        "frozen": frozen,
+        "steps": steps,
+        "complete_at": o(&p.complete_at),
+    }))
+}
+
+/// Everything the dashboard shows for one rollout.
+pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, ApiError> {
+    let c = &st.controller;
+    let r = engine_state(rec)?;
+    let now = c.now();
+    // A spec that no longer validates (a calendar removed) still has a
+    // status worth showing; the parts that need it are left out.
+    let spec = match c.spec_for(rec) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(rollout = %rec.id, error = %e, "Spec of a stored rollout is unusable.");
+            None
+        }
+    };
+    let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+    v["weights"] = json!({
+        "desired": r.desired,
+        "confirmed": r.confirmed,
+        "observed": r.observed,
+    });
+    v["paused"] = match &r.paused {
+        Some(p) => json!({"cause": p.cause, "by": p.by, "reason": p.reason, "at": ts(p.at)}),
+        None => Value::Null,
+    };
+    v["override_checks"] = json!(r.override_checks);
+    // Latest stored result per check, newest first from the store.
+    let results = c
+        .store()
+        .check_results(&rec.id, (r.checks.len().max(1) * 10) as i64)
+        .await?;
+    let mut latest: BTreeMap<&str, Value> = BTreeMap::new();
+    for res in &results {
+        latest.entry(res.check_name.as_str()).or_insert_with(|| {
+            json!({"at": ts(res.at), "query": res.query, "value": res.value, "verdict": res.verdict, "reason": res.reason, "in_session": res.in_session})
+        });
+    }
+    let min_passes = spec
+        .as_ref()
+        .and_then(|s| s.analysis.as_ref())
+        .map(|a| a.min_passes);
+    v["checks"] = json!(
+        r.checks
+            .iter()
+            .map(|(name, s)| json!({
+                "name": name,
+                "failure_streak": s.failure_streak,
+                "inconclusive_streak": s.inconclusive_streak,
+                "passes": s.passes,
+                "min_passes": min_passes,
+                "last_counted": s.last_counted,
+                "last_at": s.last_at.map(ts),
+                "latest": latest.get(name.as_str()).cloned(),
+            }))
+            .collect::<Vec<_>>()
+    );
+    v["approvals"] = json!(
+        r.approvals
+            .iter()
+            .map(|a| json!({"principal": a.principal, "step": a.step, "spec_hash": a.spec_hash, "at": ts(a.at), "comment": a.comment, "void": a.void}))
+            .collect::<Vec<_>>()
+    );
+    v["approval"] = Value::Null;
+    v["spec_steps"] = Value::Null;
+    v["plan"] = Value::Null;
+    v["calendar"] = Value::Null;
+    v["pools"] = Value::Null;
+    if let Some(spec) = &spec {
+        v["spec_steps"] = json!(
+            spec.steps
+                .iter()
+                .enumerate()
+                .map(|(i, s)| step_json(i, s))
+                .collect::<Vec<_>>()
+        );
+        if let (RState::AwaitingApproval, Some(Step::Approval { min })) =
+            (r.state, spec.steps.get(r.step))
+        {
+            let have = r
+                .approvals
+                .iter()
+                .filter(|a| {
+                    !a.void
+                        && a.step == r.step
+                        && a.spec_hash == r.spec_hash
+                        && now - a.at < spec.approvals.max_age
+                })
+                .count();
+            v["approval"] = json!({"step": r.step, "spec_hash": r.spec_hash, "need": min, "have": have, "separation_of_duties": spec.approvals.separation_of_duties});
+        }
+        if let Some(cal) = c.calendars().get(&spec.calendar) {
+            v["calendar"] = json!({"name": cal.name, "version": cal.version.to_string()});
+            let frozen = c.store().freeze().await?.on;
+            v["plan"] = json!(projected(spec, &cal, &r, now, frozen));
+        }
+        if !r.state.is_terminal()
+            && let Some(o) = c.orientation_for(spec).await?
+        {
+            v["pools"] = json!({"canary": o.canary.name, "live": o.live.name, "canary_servers": o.canary.servers, "live_servers": o.live.servers});
+        }
+    }
+    v["policy_version"] = json!(c.config().policy_version);
+    if let Some(base) = &st.public_url {
+        v["dashboard_url"] = json!(format!(
+            "{}/rollouts/{}",
+            base.trim_end_matches('/'),
+            rec.id
+        ));
+    }
+    Ok(v)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StartBody {
+    spec: String,
+    revision: String,
+    initiator: Option<String>,
+}
+
+/// `POST /rollouts`: validate spec and policy synchronously, then create in
+/// `pending` (201) — or return the same active rollout (200).
+pub async fn create(
+    State(st): State<AppState>,
+    caller: Caller,
+    raw: RawJson,
+) -> Result<Response, ApiError> {
+    caller.require(Action::Deploy)?;
+    let body: StartBody = raw.parse()?;
+    let revision = body.revision.trim().to_string();
+    if revision.is_empty() {
+        return Err(ApiError::bad_request(
+            "`revision` is empty; pass the commit or build being rolled out",
+        ));
+    }
+    let loaded = load_spec(&st, &body.spec)?;
+    let violations = crate::policy::check(&loaded.spec, &st.policy);
+    if !violations.is_empty() {
+        return Err(errors::policy_violation(&violations));
+    }
+    let initiator = body
+        .initiator
+        .map(|i| i.trim().to_string())
+        .filter(|i| !i.is_empty())
+        .unwrap_or_else(|| caller.principal.clone());
+    let outcome = st
+        .controller
+        .start(StartRequest {
+            spec_yaml: body.spec,
+            revision,
+            initiator,
+            principal: caller.principal.clone(),
+        })
+        .await?;
+    let (status, rec) = match outcome {
+        StartOutcome::Created(rec) => (StatusCode::CREATED, rec),
+        StartOutcome::Existing(rec) => (StatusCode::OK, rec),
+    };
+    st.changed();
+    let mut v = detail(&st, &rec).await?;
+    v["warnings"] = json!(
+        loaded
+            .warnings
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
+    Ok((status, Json(v)).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    /// `active`: only non-terminal rollouts; or a state name.
+    state: Option<String>,
+    limit: Option<i64>,
+}
+
+pub async fn list(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Read)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let (active_only, state) = match q.state.as_deref() {
+        None | Some("") | Some("all") => (false, None),
+        Some("active") => (true, None),
+        Some(s) if super::STATES.contains(&s) => (false, Some(s.to_string())),
+        Some(s) => {
+            return Err(ApiError::bad_request(format!(
+                "state `{s}`: use active, all, or one of {}",
+                super::STATES.join(", ")
+            )));
+        }
+    };
+    // A state filter reads a wider page, then filters: states are few and
+    // the list is newest first.
+    let fetch = if state.is_some() { 10_000 } else { limit };
+    let recs = st.controller.store().rollouts(active_only, fetch).await?;
+    let mut out = Vec::new();
+    for rec in recs
+        .iter()
+        .filter(|r| state.as_ref().is_none_or(|s| &r.state == s))
+        .take(limit as usize)
+    {
+        let r = engine_state(rec)?;
+        let steps = st.controller.spec_for(rec).ok().map(|s| s.steps.len());
+        out.push(summary(rec, &r, steps));
+    }
+    Ok(Json(json!(out)))
+}
+
+pub async fn show(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Read)?;
+    let rec = resolve(&st, &id).await?;
+    Ok(Json(detail(&st, &rec).await?))
+}
+
+/// An audit event as the API shows it (`snapshot` left out: it is the
+/// engine's internal state, large, and the rollout endpoint shows it
+/// better).
+pub(crate) fn event_json(e: &EventRecord) -> Value {
+    let ev = &e.event;
+    let input: Value = serde_json::from_str(&ev.input).unwrap_or(Value::String(ev.input.clone()));
+    json!({
+        "seq": e.seq,
+        "rollout_id": ev.rollout_id,
+        "at": ev.at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "kind": ev.kind,
+        "principal": ev.principal,
+        "why": ev.why,
+        "state": ev.state,
+        "version": ev.version,
+        "input": input,
+        "calendar": ev.calendar,
+        "calendar_version": ev.calendar_version,
+        "policy_version": ev.policy_version,
+        "clock_skew_ms": ev.clock_skew_ms,
+    })
+}
+
+#[derive(Debug, Deserialize)]
+pub struct EventsQuery {
+    after: Option<i64>,
+    limit: Option<i64>,
+}
+
+pub async fn audit(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<EventsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Read)?;
+    let rec = resolve(&st, &id).await?;
+    let events = st
+        .controller
+        .store()
+        .events(
+            Some(&rec.id),
+            q.after.unwrap_or(0),
+            q.limit.unwrap_or(1000).clamp(1, 10_000),
+        )
+        .await?;
+    Ok(Json(json!(
+        events.iter().map(event_json).collect::<Vec<_>>()
+    )))
+}
+
+/// Run a command through the engine and answer with the rollout after it.
+async fn command(
+    st: &AppState,
+    caller: &Caller,
+    rec: &RolloutRecord,
+    input: Input,
+) -> Result<Json<Value>, ApiError> {
+    st.controller
+        .input(&rec.id, input, Some(&caller.principal))
+        .await?;
+    st.changed();
+    let fresh = st
+        .controller
+        .store()
+        .rollout(&rec.id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("rollout `{}` not found", rec.id)))?;
+    Ok(Json(detail(st, &fresh).await?))
+}
+
+fn nonempty(s: Option<String>) -> Option<String> {
+    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PauseBody {
+    reason: Option<String>,
+}
+
+pub async fn pause(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Deploy)?;
+    let body: PauseBody = raw.parse()?;
+    let rec = resolve(&st, &id).await?;
+    let input = Input::Pause {
+        by: caller.principal.clone(),
+        reason: nonempty(body.reason),
+    };
+    command(&st, &caller, &rec, input).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResumeBody {
+    #[serde(default)]
+    override_checks: bool,
+    reason: Option<String>,
+}
+
+pub async fn resume(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    // Which role is needed depends on the body; refuse a caller who may do
+    // neither kind of resume before reading it.
+    if !caller.role.may(Action::Deploy) {
+        caller.require(Action::OverrideChecks)?;
+    }
+    let body: ResumeBody = raw.parse()?;
+    // Overriding checks is an approver's call; a plain resume a deployer's.
+    caller.require(if body.override_checks {
+        Action::OverrideChecks
+    } else {
+        Action::Deploy
+    })?;
+    let rec = resolve(&st, &id).await?;
+    let input = Input::Resume {
+        by: caller.principal.clone(),
+        override_checks: body.override_checks,
+        reason: nonempty(body.reason),
+    };
+    command(&st, &caller, &rec, input).await
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AbortBody {
+    reason: Option<String>,
+}
+
+pub async fn abort(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Deploy)?;
+    let body: AbortBody = raw.parse()?;
+    let reason = nonempty(body.reason).ok_or_else(|| {
+        ApiError::reason_required("say why you abort: {\"reason\": \"…\"} (it goes into the audit log and the notification)")
+    })?;
+    let rec = resolve(&st, &id).await?;
+    let input = Input::Abort {
+        by: caller.principal.clone(),
+        reason,
+    };
+    command(&st, &caller, &rec, input).await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApproveBody {
+    step: usize,
+    spec_hash: String,
+    comment: Option<String>,
+}
+
+pub async fn approve(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    raw: RawJson,
+) -> Result<Json<Value>, ApiError> {
+    caller.require(Action::Approve)?;
+    let body: ApproveBody = raw.parse()?;
+    let rec = resolve(&st, &id).await?;
+    // The initiator is a person, not a token: the token that started the
+    // rollout, any other token of the same principal, and the `initiator`
+    // name given at start all count as the initiator.
+    let is_initiator = caller.principal == rec.principal || caller.principal == rec.initiator;
+    let input = Input::Approve {
+        principal: caller.principal.clone(),
+        is_initiator,
+        step: body.step,
+        spec_hash: body.spec_hash,
+        comment: nonempty(body.comment),
+    };
+    command(&st, &caller, &rec, input).await
+}

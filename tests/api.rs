@@ -1,0 +1,1417 @@
+//! The HTTP API through the real router (tower `oneshot`) with a real store
+//! (SQLite, and PostgreSQL for the store-backed scenarios), the real NSE
+//! calendar, the in-memory traffic target and scripted metrics; SSE over a
+//! real socket. Also: the router and `openapi.yaml` describe the same
+//! routes, and real responses carry the fields the document promises.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use chrono::{DateTime, Utc};
+use http_body_util::BodyExt;
+use muhurat::api::{self, AppState, Role};
+use muhurat::clock::ManualClock;
+use muhurat::controller::testing::ScriptedMetrics;
+use muhurat::controller::{Calendars, Config, Controller};
+use muhurat::gates::Sample;
+use muhurat::policy::Policy;
+use muhurat::store::{Backend, testing};
+use muhurat::traffic::memory::MemoryFactory;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+/// Monday 23 Nov 2026, 20:00 IST: inside the calendar's coverage.
+const START: &str = "2026-11-23T20:00:00+05:30";
+
+/// Approval first, so a started rollout waits at step 0 for people without
+/// needing a window.
+fn spec(name: &str, min_approvals: u32) -> String {
+    format!(
+        r#"name: {name}
+calendar: nse
+traffic:
+  haproxy:
+    endpoints: ["unix:/run/haproxy/{name}.sock", "tcp:10.0.0.5:9999"]
+    backend: {name}
+    pools: {{blue: [b1], green: [g1]}}
+analysis:
+  prometheus: http://127.0.0.1:8428
+  checks:
+    - name: error-rate
+      query: errors{{server=~"{{{{canary_servers}}}}"}}
+      max: 0.01
+steps:
+  - approval: {{min: {min_approvals}}}
+  - set_weight: 5
+  - set_weight: 100
+"#
+    )
+}
+
+struct H {
+    app: Router,
+    state: AppState,
+    tokens: BTreeMap<&'static str, String>,
+    metrics: ScriptedMetrics,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// Tokens by name: (role, principal). `asha-approver` is asha's second
+/// token; `meera-1`/`meera-2` are two tokens of one approver.
+const TOKENS: &[(&str, Role, &str)] = &[
+    ("viewer", Role::Viewer, "vijay"),
+    ("deployer", Role::Deployer, "asha"),
+    ("approver", Role::Approver, "ravi"),
+    ("admin", Role::Admin, "root"),
+    ("asha-approver", Role::Approver, "asha"),
+    ("meera-1", Role::Approver, "meera"),
+    ("meera-2", Role::Approver, "meera"),
+];
+
+async fn harness(b: Backend, policy: Policy) -> H {
+    let (store, _url, dir) = testing::fresh(b).await;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cals = Arc::new(Calendars::load(&root.join("rollouts/calendars")).unwrap());
+    let clock = Arc::new(ManualClock::new(
+        DateTime::parse_from_rfc3339(START)
+            .unwrap()
+            .with_timezone(&Utc),
+    ));
+    let metrics = ScriptedMetrics::new(|_, _| Ok(Sample::Value(0.001)));
+    let c = Controller::new(
+        store.clone(),
+        cals,
+        Arc::new(MemoryFactory::default()),
+        Arc::new(metrics.clone()),
+        clock.clone(),
+        Config {
+            measure_db_skew: false,
+            ..Config::default()
+        },
+    );
+    let mut tokens = BTreeMap::new();
+    for (name, role, principal) in TOKENS {
+        let (t, _) =
+            api::auth::create_token_at(&store, name, *role, principal, "test", clock.now_utc())
+                .await
+                .unwrap();
+        tokens.insert(*name, t);
+    }
+    let state = AppState::new(c).with_policy(policy);
+    H {
+        app: api::router(state.clone()),
+        state,
+        tokens,
+        metrics,
+        _dir: dir,
+    }
+}
+
+trait Now {
+    fn now_utc(&self) -> DateTime<Utc>;
+}
+impl Now for ManualClock {
+    fn now_utc(&self) -> DateTime<Utc> {
+        muhurat::clock::Clock::now(self)
+    }
+}
+
+impl H {
+    async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Body,
+    ) -> (StatusCode, Value) {
+        let mut req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        let resp = self
+            .app
+            .clone()
+            .oneshot(req.body(body).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+        let v = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, v)
+    }
+
+    /// A call as the named token.
+    async fn call(
+        &self,
+        who: &str,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let token = self.tokens.get(who).map(String::as_str);
+        let body = body.map_or_else(Body::empty, |b| Body::from(b.to_string()));
+        self.raw(method, path, token, body).await
+    }
+
+    async fn start(&self, name: &str, rev: &str) -> (StatusCode, Value) {
+        self.call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": spec(name, 1), "revision": rev, "initiator": "asha"})),
+        )
+        .await
+    }
+
+    /// Start and wait for preflight to move the rollout out of `pending`.
+    async fn started(&self, name: &str, min: u32) -> Value {
+        let (s, v) = self
+            .call(
+                "deployer",
+                "POST",
+                "/api/v1/rollouts",
+                Some(json!({"spec": spec(name, min), "revision": "r1"})),
+            )
+            .await;
+        assert_eq!(s, StatusCode::CREATED, "{v}");
+        let id = v["id"].as_str().unwrap().to_string();
+        for _ in 0..400 {
+            let (_, r) = self
+                .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+                .await;
+            if r["state"] != "pending" {
+                return r;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("rollout {id} stayed pending");
+    }
+}
+
+fn code(v: &Value) -> &str {
+    v["error"]["code"].as_str().unwrap_or("<no error code>")
+}
+
+// ---- auth ------------------------------------------------------------------
+
+#[tokio::test]
+async fn every_api_route_needs_a_token_but_health_does_not() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    for (method, path) in api::route_table() {
+        let path = path.replace("{id}", "nope").replace("{name}", "nope");
+        let (s, v) = h
+            .call("nobody", &method.to_uppercase(), &path, Some(json!({})))
+            .await;
+        if path.starts_with("/api/") {
+            assert_eq!(s, StatusCode::UNAUTHORIZED, "{method} {path}: {v}");
+            assert_eq!(code(&v), "unauthorized");
+        } else {
+            assert!(s.is_success(), "{method} {path} without a token: {s} {v}");
+        }
+    }
+    let (s, v) = h
+        .raw("GET", "/api/v1/rollouts", Some("mht_0000"), Body::empty())
+        .await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("does not know this token"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn a_revoked_token_says_when_and_by_whom() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/viewer", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["revoked_by"], "root");
+    let (s, v) = h.call("viewer", "GET", "/api/v1/rollouts", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(m.contains("revoked on 2026-11-23T14:30:00Z by root"), "{m}");
+    // Revoking twice: no live token of that name.
+    let (s, _) = h
+        .call("admin", "DELETE", "/api/v1/tokens/viewer", None)
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+}
+
+/// Role × endpoint: each allowed role gets past the role check (the call
+/// then fails or succeeds on its merits: an unknown id, an invalid spec),
+/// each other role is refused with 403 `forbidden`.
+/// (method, path, body, roles allowed, status when allowed)
+type Case<'a> = (&'a str, &'a str, Option<Value>, &'a [&'a str], StatusCode);
+
+#[tokio::test]
+async fn role_matrix() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let bad_spec = json!({"spec": "name: x\n", "revision": "r"});
+    let all = ["viewer", "deployer", "approver", "admin"];
+    let deploy = ["deployer", "admin"];
+    let approve = ["approver", "admin"];
+    let admin = ["admin"];
+    let cases: Vec<Case> = vec![
+        ("GET", "/api/v1/rollouts", None, &all, StatusCode::OK),
+        (
+            "GET",
+            "/api/v1/rollouts/nope",
+            None,
+            &all,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "GET",
+            "/api/v1/rollouts/nope/events",
+            None,
+            &all,
+            StatusCode::NOT_FOUND,
+        ),
+        ("GET", "/api/v1/freeze", None, &all, StatusCode::OK),
+        (
+            "POST",
+            "/api/v1/pools",
+            Some(bad_spec.clone()),
+            &all,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/check-target",
+            Some(json!({"spec": "name: x\n"})),
+            &all,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/check-metrics",
+            Some(json!({"spec": "name: x\n"})),
+            &all,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/rollouts",
+            Some(bad_spec.clone()),
+            &deploy,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/rollouts/nope/pause",
+            None,
+            &deploy,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/rollouts/nope/resume",
+            None,
+            &deploy,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/rollouts/nope/resume",
+            Some(json!({"override_checks": true, "reason": "no data"})),
+            &approve,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/rollouts/nope/abort",
+            Some(json!({"reason": "bad"})),
+            &deploy,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/rollouts/nope/approve",
+            Some(json!({"step": 0, "spec_hash": "x"})),
+            &approve,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/pools/adopt",
+            Some(json!({"spec": "name: x\n", "live": "blue"})),
+            &deploy,
+            StatusCode::BAD_REQUEST,
+        ),
+        ("GET", "/api/v1/tokens", None, &admin, StatusCode::OK),
+        (
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "bad name!", "role": "viewer"})),
+            &admin,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "DELETE",
+            "/api/v1/tokens/nope",
+            None,
+            &admin,
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": true})),
+            &admin,
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            "POST",
+            "/api/v1/calendars/reload",
+            None,
+            &admin,
+            StatusCode::OK,
+        ),
+    ];
+    for (method, path, body, allowed, expect) in cases {
+        for role in all {
+            let (s, v) = h.call(role, method, path, body.clone()).await;
+            if allowed.contains(&role) {
+                assert_eq!(s, expect, "{role} {method} {path}: {v}");
+            } else {
+                assert_eq!(s, StatusCode::FORBIDDEN, "{role} {method} {path}: {v}");
+                assert_eq!(code(&v), "forbidden");
+                assert!(
+                    v["error"]["message"].as_str().unwrap().contains(role),
+                    "{v}"
+                );
+            }
+        }
+    }
+}
+
+// ---- request bodies ----------------------------------------------------------
+
+#[tokio::test]
+async fn malformed_json_says_what_is_wrong() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let t = h.tokens["deployer"].clone();
+    let (s, v) = h
+        .raw(
+            "POST",
+            "/api/v1/rollouts",
+            Some(&t),
+            Body::from("{\"spec\": "),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(code(&v), "bad_request");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not valid JSON"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": 1, "revision": "r"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("`spec`"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": "x", "revision": "r", "extra": 1})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("extra"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn malformed_yaml_and_invalid_specs_list_every_diagnostic() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": "name: [unclosed\n", "revision": "r"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert_eq!(code(&v), "invalid_spec");
+    assert!(v["error"]["details"][0]["line"].is_number(), "{v}");
+    // Two independent errors: both reported, with their key paths.
+    let bad = spec("shop", 1)
+        .replace("calendar: nse", "calendar: nope")
+        .replace("set_weight: 5", "set_weight: 0");
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": bad, "revision": "r"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let m = v["error"]["message"].as_str().unwrap();
+    assert!(
+        m.contains("spec:2:") && m.contains("calendar `nope` not found"),
+        "{m}"
+    );
+    assert!(v["error"]["details"].as_array().unwrap().len() >= 2, "{v}");
+}
+
+#[tokio::test]
+async fn oversize_bodies_are_refused_with_413() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let t = h.tokens["deployer"].clone();
+    let big = format!(
+        "{{\"spec\": \"{}\", \"revision\": \"r\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (s, v) = h
+        .raw("POST", "/api/v1/rollouts", Some(&t), Body::from(big))
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+    assert_eq!(code(&v), "payload_too_large");
+}
+
+#[tokio::test]
+async fn unknown_routes_and_ids_are_404_json() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h.call("viewer", "GET", "/api/v1/nothing-here", None).await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, v) = h
+        .call(
+            "viewer",
+            "GET",
+            "/api/v1/rollouts/shop-20261123-abcdef",
+            None,
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::NOT_FOUND, "not_found"));
+    let (s, v) = h.call("viewer", "DELETE", "/api/v1/rollouts", None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
+    );
+}
+
+// ---- rollouts ----------------------------------------------------------------
+
+async fn start_busy_idempotent(b: Backend) {
+    let h = harness(b, Policy::default()).await;
+    let (s, first) = h.start("shop", "r1").await;
+    assert_eq!(s, StatusCode::CREATED, "{first}");
+    let id = first["id"].as_str().unwrap();
+    assert_eq!(first["state"], "pending");
+    assert_eq!(first["calendar"]["name"], "nse");
+    assert!(first["calendar"]["version"].is_string());
+    assert_eq!(
+        first["plan"]["steps"].as_array().unwrap().len(),
+        3,
+        "{first}"
+    );
+    // The same name, revision and spec: the same rollout, 200.
+    let (s, again) = h.start("shop", "r1").await;
+    assert_eq!(s, StatusCode::OK, "{again}");
+    assert_eq!(again["id"], id);
+    // Another revision on the same target: 409 naming the active rollout.
+    let (s, busy) = h.start("shop", "r2").await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(code(&busy), "target_busy");
+    assert!(
+        busy["error"]["message"].as_str().unwrap().contains(id),
+        "{busy}"
+    );
+    // By spec name = its active rollout; list and the active filter.
+    let (s, by_name) = h.call("viewer", "GET", "/api/v1/rollouts/shop", None).await;
+    assert_eq!((s, &by_name["id"]), (StatusCode::OK, &json!(id)));
+    let (_, list) = h
+        .call("viewer", "GET", "/api/v1/rollouts?state=active", None)
+        .await;
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    for k in [
+        "id",
+        "name",
+        "revision",
+        "initiator",
+        "state",
+        "step",
+        "canary_weight",
+        "desired_weight",
+        "waiting_for",
+    ] {
+        assert!(
+            list[0].get(k).is_some(),
+            "status field {k} missing: {}",
+            list[0]
+        );
+    }
+    let (s, v) = h
+        .call("viewer", "GET", "/api/v1/rollouts?state=bogus", None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+}
+
+#[tokio::test]
+async fn start_is_idempotent_and_a_busy_target_is_409_sqlite() {
+    start_busy_idempotent(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn start_is_idempotent_and_a_busy_target_is_409_postgres() {
+    start_busy_idempotent(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn policy_violations_are_all_listed() {
+    let policy = muhurat::policy::load(
+        "policy.yaml",
+        "max_first_weight: 1\nmin_guard: 45m\nallowed_hosts: [\"10.0.0.*:9999\"]\n",
+    )
+    .unwrap();
+    let h = harness(Backend::Sqlite, policy).await;
+    let (s, v) = h.start("shop", "r1").await;
+    assert_eq!(s, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(code(&v), "policy_violation");
+    let paths: Vec<&str> = v["error"]["details"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["path"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            "windows.guard.before_open",
+            "windows.guard.after_close",
+            "steps[1].set_weight",
+            "analysis.prometheus"
+        ]
+    );
+    // Nothing was created.
+    let (_, list) = h.call("viewer", "GET", "/api/v1/rollouts", None).await;
+    assert_eq!(list, json!([]));
+    // The read-only checks still refuse hosts outside the policy.
+    let (s, v) = h
+        .call(
+            "viewer",
+            "POST",
+            "/api/v1/check-metrics",
+            Some(json!({"spec": spec("shop", 1)})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "policy_violation"));
+}
+
+async fn approvals(b: Backend) {
+    let h = harness(b, Policy::default()).await;
+    let r = h.started("shop", 2).await;
+    assert_eq!(r["state"], "awaiting_approval", "{r}");
+    let id = r["id"].as_str().unwrap().to_string();
+    let hash = r["spec_hash"].as_str().unwrap().to_string();
+    assert_eq!(r["approval"]["need"], 2);
+    let path = format!("/api/v1/rollouts/{id}/approve");
+    // Stale: the wrong step, or the wrong spec hash.
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &path,
+            Some(json!({"step": 1, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "stale_approval"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &path,
+            Some(json!({"step": 0, "spec_hash": "0".repeat(64)})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "stale_approval"),
+        "{v}"
+    );
+    // The initiator's other token (same principal) cannot approve.
+    let (s, v) = h
+        .call(
+            "asha-approver",
+            "POST",
+            &path,
+            Some(json!({"step": 0, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{v}"
+    );
+    // Two tokens of one approver count once.
+    let (s, v) = h
+        .call(
+            "meera-1",
+            "POST",
+            &path,
+            Some(json!({"step": 0, "spec_hash": hash, "comment": "lgtm"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["approval"]["have"], 1, "{v}");
+    let (s, v) = h
+        .call(
+            "meera-2",
+            "POST",
+            &path,
+            Some(json!({"step": 0, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "already_approved"),
+        "{v}"
+    );
+    let (_, r) = h
+        .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    assert_eq!(r["state"], "awaiting_approval");
+    // A second person completes the step.
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &path,
+            Some(json!({"step": 0, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_ne!(v["state"], "awaiting_approval", "{v}");
+    // The audit log names the principals, never a token.
+    let (_, log) = h
+        .call(
+            "viewer",
+            "GET",
+            &format!("/api/v1/rollouts/{id}/events"),
+            None,
+        )
+        .await;
+    let text = log.to_string();
+    assert!(text.contains("\"principal\":\"meera\""), "{text}");
+    assert!(!h.tokens.values().any(|t| text.contains(t.as_str())));
+}
+
+#[tokio::test]
+async fn approvals_stale_separation_of_duties_and_one_vote_per_person_sqlite() {
+    approvals(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn approvals_stale_separation_of_duties_and_one_vote_per_person_postgres() {
+    approvals(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn the_initiator_name_cannot_approve_either() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    // Started by asha's token on behalf of ravi (the CI user).
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": spec("shop", 1), "revision": "r1", "initiator": "ravi"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let id = v["id"].as_str().unwrap();
+    let hash = v["spec_hash"].as_str().unwrap();
+    for _ in 0..400 {
+        let (_, r) = h
+            .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+            .await;
+        if r["state"] == "awaiting_approval" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/approve"),
+            Some(json!({"step": 0, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn pause_resume_abort_with_reasons() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/pause"),
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["state"], "paused");
+    assert_eq!(v["paused"]["by"], "asha");
+    // Overriding checks needs a reason (the engine's rule) and the approver role.
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/resume"),
+            Some(json!({"override_checks": true})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "reason_required"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/resume"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_ne!(v["state"], "paused");
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/abort"),
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "reason_required"),
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/abort"),
+            Some(json!({"reason": "wrong build"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Pausing what is no longer running: 409 invalid_state.
+    h.state.controller.settled().await;
+    let (_, r) = h
+        .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    assert_eq!(r["state"], "aborted", "{r}");
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/pause"),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "invalid_state"),
+        "{v}"
+    );
+}
+
+// ---- pools, checks -------------------------------------------------------------
+
+#[tokio::test]
+async fn pools_adopt_and_the_checks() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let body = json!({"spec": spec("shop", 1)});
+    let (s, p) = h
+        .call("viewer", "POST", "/api/v1/pools", Some(body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(p["live"], "green");
+    assert_eq!(p["idle"], "blue");
+    assert_eq!(p["safe_to_deploy"], true, "{p}");
+    // Adopt blue as live: green becomes idle at 0.
+    let (s, p) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/pools/adopt",
+            Some(json!({"spec": spec("shop", 1), "live": "blue"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{p}");
+    assert_eq!(
+        (p["live"].as_str(), p["idle"].as_str()),
+        (Some("blue"), Some("green"))
+    );
+    assert_eq!(p["idle_weight_max"], 0.0);
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/pools/adopt",
+            Some(json!({"spec": spec("shop", 1), "live": "red"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::BAD_REQUEST, "bad_request"));
+    // While a rollout is active: not safe, and adopt refuses.
+    let r = h.started("shop", 1).await;
+    let (_, p) = h
+        .call("viewer", "POST", "/api/v1/pools", Some(body.clone()))
+        .await;
+    assert_eq!(p["safe_to_deploy"], false);
+    assert_eq!(p["active_rollout"], r["id"]);
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/pools/adopt",
+            Some(json!({"spec": spec("shop", 1), "live": "blue"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "target_busy"));
+    // check-target: the memory target has no issues.
+    let (s, v) = h
+        .call("viewer", "POST", "/api/v1/check-target", Some(body.clone()))
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["ok"], true, "{v}");
+    // check-metrics: each query as sent, value, verdict.
+    let (s, v) = h
+        .call(
+            "viewer",
+            "POST",
+            "/api/v1/check-metrics",
+            Some(json!({"spec": spec("shop", 1), "revision": "r9"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["checks"][0]["verdict"], "pass", "{v}");
+    // Green is the canary after the adopt above: its servers are rendered.
+    assert_eq!(v["checks"][0]["query"], "errors{server=~\"g1\"}", "{v}");
+    assert_eq!(v["checks"][0]["value"], 0.001);
+    h.metrics.set(|_, _| Ok(Sample::Value(0.5)));
+    let (_, v) = h
+        .call("viewer", "POST", "/api/v1/check-metrics", Some(body))
+        .await;
+    assert_eq!(
+        (v["ok"].as_bool(), v["checks"][0]["verdict"].as_str()),
+        (Some(false), Some("fail")),
+        "{v}"
+    );
+}
+
+// ---- admin -------------------------------------------------------------------
+
+#[tokio::test]
+async fn tokens_freeze_and_reload_are_audited() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "role": "deployer", "principal": "gitlab"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let token = v["token"].as_str().unwrap().to_string();
+    assert!(token.starts_with("mht_"));
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "ci", "role": "viewer"})),
+        )
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "token_exists"));
+    let (s, _) = h
+        .raw("GET", "/api/v1/rollouts", Some(&token), Body::empty())
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, list) = h.call("admin", "GET", "/api/v1/tokens", None).await;
+    assert!(
+        !list.to_string().contains(&token),
+        "the token is shown once only"
+    );
+    assert!(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .all(|t| t.get("hash").is_none())
+    );
+
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": true, "reason": "budget day"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, f) = h.call("viewer", "GET", "/api/v1/freeze", None).await;
+    assert_eq!(
+        (f["on"].as_bool(), f["by"].as_str()),
+        (Some(true), Some("root"))
+    );
+    let (s, v) = h
+        .call("admin", "POST", "/api/v1/calendars/reload", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["unchanged"].as_array().unwrap().len(), 1, "{v}");
+
+    let events = h
+        .state
+        .controller
+        .store()
+        .events(None, 0, 1000)
+        .await
+        .unwrap();
+    let kinds: Vec<(&str, Option<&str>)> = events
+        .iter()
+        .map(|e| (e.event.kind.as_str(), e.event.principal.as_deref()))
+        .collect();
+    assert!(
+        kinds.contains(&("token_created", Some("root"))),
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&("freeze_on", Some("root"))), "{kinds:?}");
+    assert!(
+        kinds.contains(&("calendars_reloaded", Some("root"))),
+        "{kinds:?}"
+    );
+    // The plan of a rollout started while frozen has no times.
+    let r = h.started("shop", 1).await;
+    assert_eq!(r["plan"]["frozen"], true, "{r}");
+    assert_eq!(r["plan"]["complete_at"], Value::Null);
+}
+
+#[tokio::test]
+async fn metrics_and_health_answer_without_a_token() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    h.started("shop", 1).await;
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let text = String::from_utf8(
+        resp.into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("muhurat_rollouts{state=\"awaiting_approval\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("muhurat_rollouts{state=\"succeeded\"} 0"),
+        "{text}"
+    );
+    assert!(
+        text.contains("muhurat_calendar_coverage_remaining_seconds{calendar=\"nse\"}"),
+        "{text}"
+    );
+    assert!(text.contains("muhurat_clock_skew_seconds 0"), "{text}");
+}
+
+// ---- SSE over a real socket --------------------------------------------------
+
+async fn serve(h: &H) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let app = h.app.clone();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}")
+}
+
+/// Read SSE frames until `want` ids have arrived (or fail after 10 s).
+async fn read_ids(resp: &mut reqwest::Response, want: usize) -> Vec<(i64, Value)> {
+    let mut buf = String::new();
+    let mut out = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while out.len() < want {
+        let chunk = tokio::time::timeout_at(deadline, resp.chunk())
+            .await
+            .expect("SSE events arrive within 10 s")
+            .unwrap()
+            .expect("the stream stays open");
+        buf.push_str(&String::from_utf8_lossy(&chunk));
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            let mut id = None;
+            let mut data = None;
+            for line in frame.lines() {
+                if let Some(v) = line.strip_prefix("id: ") {
+                    id = v.parse::<i64>().ok();
+                } else if let Some(v) = line.strip_prefix("data: ") {
+                    data = serde_json::from_str::<Value>(v).ok();
+                }
+            }
+            if let (Some(id), Some(data)) = (id, data) {
+                out.push((id, data));
+            }
+        }
+    }
+    out
+}
+
+async fn sse_resume(b: Backend) {
+    let h = harness(b, Policy::default()).await;
+    let base = serve(&h).await;
+    let client = reqwest::Client::new();
+    let token = h.tokens["viewer"].clone();
+    let store = h.state.controller.store().clone();
+    let before = store.events(None, 0, 1000).await.unwrap();
+    let n = before.len();
+    assert!(n >= TOKENS.len(), "token creation is audited");
+    // From the start: every stored event, in order, id = seq.
+    let mut resp = client
+        .get(format!("{base}/api/v1/events?after=0"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let got = read_ids(&mut resp, n).await;
+    let ids: Vec<i64> = got.iter().map(|(i, _)| *i).collect();
+    assert_eq!(ids, before.iter().map(|e| e.seq).collect::<Vec<_>>());
+    assert_eq!(got[0].1["seq"], json!(ids[0]));
+    // A live change arrives on the open stream at once (woken, not polled).
+    let (s, _) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": true, "reason": "drill"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let live = read_ids(&mut resp, 1).await;
+    assert_eq!(live[0].1["kind"], "freeze_on");
+    drop(resp);
+    // While disconnected, more happens.
+    let (s, _) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": false, "reason": "drill over"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let r = h.started("shop", 1).await;
+    // Reconnect with Last-Event-ID: exactly what was missed, nothing twice.
+    let mut resp = client
+        .get(format!("{base}/api/v1/events"))
+        .bearer_auth(&token)
+        .header("Last-Event-ID", live[0].0.to_string())
+        .send()
+        .await
+        .unwrap();
+    let missed = store.events(None, live[0].0, 1000).await.unwrap();
+    assert!(
+        missed.len() >= 3,
+        "freeze_off, created, preflight_passed: {missed:?}"
+    );
+    let got = read_ids(&mut resp, missed.len()).await;
+    assert_eq!(
+        got.iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+        missed.iter().map(|e| e.seq).collect::<Vec<_>>()
+    );
+    assert_eq!(got[0].1["kind"], "freeze_off");
+    assert!(got.iter().any(|(_, e)| e["rollout_id"] == r["id"]));
+    // Without a token: 401 before any stream.
+    let resp = client
+        .get(format!("{base}/api/v1/events"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+}
+
+#[tokio::test]
+async fn sse_resumes_after_last_event_id_sqlite() {
+    sse_resume(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn sse_resumes_after_last_event_id_postgres() {
+    sse_resume(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn over_a_socket_errors_are_json_too() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let base = serve(&h).await;
+    let client = reqwest::Client::new();
+    let resp = client
+        .post(format!("{base}/api/v1/rollouts"))
+        .bearer_auth(&h.tokens["viewer"])
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 403);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(code(&v), "forbidden");
+    let resp = client
+        .post(format!("{base}/api/v1/rollouts"))
+        .bearer_auth(&h.tokens["deployer"])
+        .body(vec![b'x'; 3 * 1024 * 1024])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+}
+
+// ---- OpenAPI -----------------------------------------------------------------
+
+fn openapi() -> Value {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("openapi.yaml")).unwrap();
+    serde_yaml_ng::from_str(&text).expect("openapi.yaml parses")
+}
+
+#[test]
+fn the_router_and_openapi_yaml_have_the_same_routes() {
+    let doc = openapi();
+    let mut documented: Vec<(String, String)> = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.push((method.clone(), path.clone()));
+            }
+        }
+    }
+    let mut served: Vec<(String, String)> = api::route_table()
+        .into_iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    documented.sort();
+    served.sort();
+    assert_eq!(
+        served, documented,
+        "openapi.yaml and api::router differ; document every route (and only those)"
+    );
+}
+
+fn resolve<'a>(doc: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            let name = r.trim_start_matches("#/components/schemas/");
+            let s = &doc["components"]["schemas"][name];
+            assert!(!s.is_null(), "dangling $ref {r}");
+            resolve(doc, s)
+        }
+        None => schema,
+    }
+}
+
+/// Every `required` field present, recursively (objects, array items).
+fn conforms(doc: &Value, schema: &Value, v: &Value, at: &str) {
+    let schema = resolve(doc, schema);
+    if v.is_null() {
+        assert!(
+            schema["nullable"] == true || schema.get("type").is_none(),
+            "{at}: null but not nullable"
+        );
+        return;
+    }
+    for part in schema["allOf"].as_array().into_iter().flatten() {
+        conforms(doc, part, v, at);
+    }
+    if let Some(req) = schema["required"].as_array() {
+        for k in req {
+            let k = k.as_str().unwrap();
+            assert!(
+                v.get(k).is_some(),
+                "{at}: required field `{k}` missing in {v}"
+            );
+        }
+    }
+    if let Some(props) = schema["properties"].as_object() {
+        for (k, s) in props {
+            if let Some(x) = v.get(k) {
+                conforms(doc, s, x, &format!("{at}.{k}"));
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), v.as_array()) {
+        for (i, x) in arr.iter().enumerate() {
+            conforms(doc, items, x, &format!("{at}[{i}]"));
+        }
+    }
+}
+
+fn check_response(doc: &Value, method: &str, path: &str, status: StatusCode, body: &Value) {
+    let op = &doc["paths"][path][method];
+    assert!(!op.is_null(), "{method} {path} not documented");
+    let mut resp = &op["responses"][status.as_u16().to_string()];
+    assert!(
+        !resp.is_null(),
+        "{method} {path}: status {status} not documented"
+    );
+    if let Some(r) = resp.get("$ref").and_then(Value::as_str) {
+        resp = &doc["components"]["responses"][r.trim_start_matches("#/components/responses/")];
+    }
+    let schema = &resp["content"]["application/json"]["schema"];
+    assert!(
+        !schema.is_null(),
+        "{method} {path} {status}: no JSON schema"
+    );
+    conforms(doc, schema, body, &format!("{method} {path} {status}"));
+}
+
+#[tokio::test]
+async fn real_responses_match_openapi_yaml() {
+    let doc = openapi();
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h.start("shop", "r1").await;
+    check_response(&doc, "post", "/api/v1/rollouts", s, &v);
+    let (s, v) = h.start("shop", "r1").await;
+    check_response(&doc, "post", "/api/v1/rollouts", s, &v);
+    let (s, v) = h.start("shop", "r2").await;
+    check_response(&doc, "post", "/api/v1/rollouts", s, &v);
+    let r = h.started("other", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    check_response(&doc, "get", "/api/v1/rollouts/{id}", s, &v);
+    let (s, v) = h.call("viewer", "GET", "/api/v1/rollouts/nope", None).await;
+    check_response(&doc, "get", "/api/v1/rollouts/{id}", s, &v);
+    let (s, v) = h.call("viewer", "GET", "/api/v1/rollouts", None).await;
+    check_response(&doc, "get", "/api/v1/rollouts", s, &v);
+    let (s, v) = h
+        .call(
+            "viewer",
+            "GET",
+            &format!("/api/v1/rollouts/{id}/events"),
+            None,
+        )
+        .await;
+    check_response(&doc, "get", "/api/v1/rollouts/{id}/events", s, &v);
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/pause"),
+            Some(json!({"reason": "lunch"})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/rollouts/{id}/pause", s, &v);
+    let (s, v) = h
+        .call(
+            "viewer",
+            "POST",
+            "/api/v1/pools",
+            Some(json!({"spec": spec("third", 1)})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/pools", s, &v);
+    let (s, v) = h
+        .call(
+            "viewer",
+            "POST",
+            "/api/v1/check-target",
+            Some(json!({"spec": spec("third", 1)})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/check-target", s, &v);
+    let (s, v) = h
+        .call(
+            "viewer",
+            "POST",
+            "/api/v1/check-metrics",
+            Some(json!({"spec": spec("third", 1)})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/check-metrics", s, &v);
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "x", "role": "viewer"})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/tokens", s, &v);
+    let (s, v) = h.call("admin", "GET", "/api/v1/tokens", None).await;
+    check_response(&doc, "get", "/api/v1/tokens", s, &v);
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": false, "reason": "x"})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/freeze", s, &v);
+    let (s, v) = h
+        .call(
+            "viewer",
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": false, "reason": "x"})),
+        )
+        .await;
+    check_response(&doc, "post", "/api/v1/freeze", s, &v);
+    let (s, v) = h
+        .call("admin", "POST", "/api/v1/calendars/reload", None)
+        .await;
+    check_response(&doc, "post", "/api/v1/calendars/reload", s, &v);
+    let (s, v) = h.call("nobody", "GET", "/healthz", None).await;
+    check_response(&doc, "get", "/healthz", s, &v);
+    let (s, v) = h.call("nobody", "GET", "/readyz", None).await;
+    check_response(&doc, "get", "/readyz", s, &v);
+}
