@@ -149,6 +149,17 @@ fn main() {
             quiet.push(t.elapsed());
         }
         quiet.sort();
+        let tq = Instant::now();
+        let rows = c.store().active_for_pass().await.unwrap();
+        let q_ms = tq.elapsed().as_secs_f64() * 1000.0;
+        let tp = Instant::now();
+        for r in &rows {
+            let _: muhurat::engine::Rollout = serde_json::from_str(&r.data).unwrap();
+        }
+        let parse_ms = tp.elapsed().as_secs_f64() * 1000.0;
+        eprintln!(
+            "  (of which: loading the rows {q_ms:.1} ms, parsing their state {parse_ms:.1} ms)"
+        );
         // A pass where every rollout's checks are due (worst case).
         clock.advance(TimeDelta::minutes(1));
         let (busy_med, _) = timed(&c, 1).await;

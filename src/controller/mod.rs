@@ -141,6 +141,10 @@ struct Live {
     /// spec hash → calendar name, so a cached spec is found without
     /// re-parsing its YAML.
     spec_calendar: HashMap<String, String>,
+    /// The spec last run on each target (for idle targets' drift checks).
+    target_spec: HashMap<String, Arc<Spec>>,
+    /// The shares last fed to the engine as `Observed`, per rollout.
+    observed_sent: HashMap<String, std::collections::BTreeMap<String, f64>>,
     /// The active rollouts and pool states as last read: what the controller
     /// knows when the store does not answer.
     cache: Vec<RolloutRecord>,
@@ -261,6 +265,19 @@ impl Controller {
         self.clock_skew().is_none_or(|s| {
             s.num_milliseconds().abs() <= self.cfg.max_clock_skew.num_milliseconds()
         })
+    }
+
+    /// The spec of a rollout if it is already parsed for the calendar in force.
+    fn cached_spec(&self, rec: &RolloutRecord) -> Option<Arc<Spec>> {
+        let live = self.lock_live();
+        let name = live.spec_calendar.get(&rec.spec_hash)?;
+        let cal = self.calendars.get(name)?;
+        live.specs
+            .get(&(
+                rec.spec_hash.clone(),
+                format!("{}@{}", cal.name, cal.version),
+            ))
+            .cloned()
     }
 
     /// The validated spec of a rollout row, checked against its hash.
@@ -795,7 +812,7 @@ impl Controller {
             );
         }
         let read = async {
-            let active = self.store.rollouts(true, 100_000).await?;
+            let active = self.store.active_for_pass().await?;
             // Read once per pass: the freeze and where every target's pools are.
             let freeze = self.store.freeze().await?;
             let pools: HashMap<String, PoolRecord> = self
@@ -845,7 +862,21 @@ impl Controller {
         pools: &HashMap<String, PoolRecord>,
         report: &mut PassReport,
     ) -> Result<(), ControlError> {
-        let spec = self.spec_of(rec)?;
+        let spec = match self.cached_spec(rec) {
+            Some(s) => s,
+            None => {
+                let full = self
+                    .store
+                    .rollout(&rec.id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(rec.id.clone()))?;
+                let s = self.spec_of(&full)?;
+                if let Some(c) = self.lock_live().cache.iter_mut().find(|c| c.id == rec.id) {
+                    c.spec_yaml = full.spec_yaml.clone();
+                }
+                s
+            }
+        };
         let r: Rollout = serde_json::from_str(&rec.data).map_err(|e| ctl_err(&rec.id, e))?;
         if r.state == State::Pending {
             return Ok(());
@@ -868,7 +899,16 @@ impl Controller {
                         .views
                         .insert(rec.target.clone(), TargetView { at: now, reading });
                     report.reads += 1;
-                    if !shares.is_empty() && shares != r.observed {
+                    // The engine keeps `observed` as a live field (not
+                    // versioned, so not always written back): compare with
+                    // what this controller last reported instead, so an
+                    // unchanged target costs no transaction.
+                    let last = self.lock_live().observed_sent.get(&rec.id).cloned();
+                    let fresh = last.as_ref().map_or(shares != r.observed, |l| *l != shares);
+                    if !shares.is_empty() && fresh {
+                        self.lock_live()
+                            .observed_sent
+                            .insert(rec.id.clone(), shares.clone());
                         self.input_with(&rec.id, Input::Observed { shares }, None, freeze)
                             .await?;
                         changed = true;
@@ -891,7 +931,14 @@ impl Controller {
         // Ticks: timers, retries of unconfirmed writes, window openings. Most
         // ticks change nothing: try it on the snapshot first and only take
         // the row lock when the engine has something to record or do.
-        if changed || self.tick_would_act(rec, &spec, &r, now, freeze)? {
+        // Every input already settles the rollout, so a Tick is only for
+        // time passing: a due wake-up (window opening, bake end, session
+        // close, raise deadline) or a write still to confirm or retry.
+        let wake_due = rec.next_wake.is_none_or(|w| w <= now);
+        if !changed
+            && (wake_due || r.write.is_some())
+            && self.tick_would_act(rec, &spec, &r, now, freeze)?
+        {
             self.input_with(&rec.id, Input::Tick, None, freeze).await?;
             report.ticks += 1;
         }
@@ -1196,14 +1243,21 @@ impl Controller {
     }
 
     async fn hold_idle(&self, p: &PoolRecord, now: DateTime<Utc>) {
-        // Find a spec for the target: the latest rollout of it.
-        let Ok(rs) = self.store.rollouts(false, 1000).await else {
-            return;
+        // The target's spec: the one its latest rollout ran.
+        let known = self.lock_live().target_spec.get(&p.target).cloned();
+        let spec = match known {
+            Some(s) => s,
+            None => {
+                let Ok(Some(rec)) = self.store.latest_on_target(&p.target).await else {
+                    return;
+                };
+                let Ok(spec) = self.spec_of(&rec) else { return };
+                self.lock_live()
+                    .target_spec
+                    .insert(p.target.clone(), spec.clone());
+                spec
+            }
         };
-        let Some(rec) = rs.iter().find(|r| r.target == p.target) else {
-            return;
-        };
-        let Ok(spec) = self.spec_of(rec) else { return };
         let backend = self
             .traffic
             .backend(&spec.traffic, &Self::orientation(&spec, p));

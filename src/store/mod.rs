@@ -487,6 +487,19 @@ impl Store {
         rows.iter().map(rollout_from).collect()
     }
 
+    /// Active rollouts for a controller pass: every column but the spec
+    /// YAML (`spec_yaml` is empty), which the controller keeps parsed in a
+    /// cache and loads with [`Store::rollout`] on a miss.
+    pub async fn active_for_pass(&self) -> Result<Vec<RolloutRecord>> {
+        let cols = ROLLOUT_COLS.replace("spec_yaml", "'' AS spec_yaml");
+        let rows = sqlx::query(&format!(
+            "SELECT {cols} FROM rollouts WHERE active = 1 ORDER BY created_at, id"
+        ))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rollout_from).collect()
+    }
+
     /// The active rollout of spec `name`, if any.
     pub async fn active_by_name(&self, name: &str) -> Result<Option<RolloutRecord>> {
         let row = sqlx::query(&self.q(&format!(
@@ -495,6 +508,15 @@ impl Store {
         .bind(name)
         .fetch_optional(&self.pool)
         .await?;
+        row.as_ref().map(rollout_from).transpose()
+    }
+
+    /// The newest rollout of `target`, active or not.
+    pub async fn latest_on_target(&self, target: &str) -> Result<Option<RolloutRecord>> {
+        let row = sqlx::query(&self.q(&format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE target = $1 ORDER BY created_at DESC, id DESC LIMIT 1")))
+            .bind(target)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(rollout_from).transpose()
     }
 
