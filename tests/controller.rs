@@ -112,6 +112,14 @@ async fn passing_rollout_over_a_fortnight(b: Backend) {
         .filter(|(k, _, _)| k == "bake_day_observed")
         .collect();
     assert_eq!(days.len(), 3, "{days:#?}");
+    // The counters behind /metrics saw it: three confirmed raises, passing
+    // checks, no backend errors.
+    let k = h.c.counters();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(n(&k.weight_changes), 3);
+    assert!(n(&k.evaluations[0]) > 10, "passes counted");
+    assert_eq!(n(&k.backend_errors), 0);
+    assert!(n(&k.transitions) >= evs.len() as u64 / 2);
     assert!(
         days.iter()
             .all(|(_, at, _)| at.with_timezone(&IST).weekday() != Weekday::Sun)
@@ -291,4 +299,37 @@ async fn approval_before_a_failed_check_is_void(b: Backend) {
         evs.iter().any(|(k, _, _)| k == "approval_voided"),
         "{evs:#?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calendar_coverage_running_out_is_notified_once_a_day() {
+    // nse.yaml ends 2026-12-31: on 20 Nov less than 45 days remain.
+    let h = harness(Backend::Sqlite, "2026-11-10T12:00:00+05:30").await;
+    let due = |h: &H| {
+        let c = h.c.clone();
+        async move {
+            c.store()
+                .outbox_due(t("2030-01-01T00:00:00Z"), 100)
+                .await
+                .unwrap()
+        }
+    };
+    h.c.pass().await.unwrap();
+    assert!(due(&h).await.is_empty(), "52 days left: no warning yet");
+    h.clock.set(t("2026-11-20T12:00:00+05:30"));
+    h.c.pass().await.unwrap();
+    let rows = due(&h).await;
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].channel, "webhook:sre");
+    assert!(
+        rows[0].payload.contains("coverage ends in 41 day(s)"),
+        "{}",
+        rows[0].payload
+    );
+    h.clock.advance(TimeDelta::hours(6));
+    h.c.pass().await.unwrap();
+    assert_eq!(due(&h).await.len(), 1, "at most once a day");
+    h.clock.advance(TimeDelta::hours(19));
+    h.c.pass().await.unwrap();
+    assert_eq!(due(&h).await.len(), 2);
 }

@@ -23,7 +23,7 @@ use muhurat::controller::{Calendars, Config, Controller, StartOutcome, StartRequ
 use muhurat::engine::{Rollout, State};
 use muhurat::gates::prometheus::PrometheusFactory;
 use muhurat::spec::Pool;
-use muhurat::store::Store;
+use muhurat::store::{FreezeRecord, NewEvent, Store};
 use muhurat::traffic::haproxy::{HaproxyBackend, HaproxyFactory, HaproxyLimits};
 use muhurat::traffic::{Orientation, TrafficBackend};
 
@@ -152,6 +152,20 @@ async fn world(window_closes: chrono::DateTime<Utc>) -> World {
     let cals = tempfile::tempdir().unwrap();
     calendar(cals.path(), window_closes);
     let store = Store::open(&db).await.unwrap();
+    // Frozen while the rollout is accepted here, so that the first raise is
+    // decided by the server process under test, not by this one.
+    let freeze = |on| FreezeRecord {
+        on,
+        reason: "test".into(),
+        by: "test".into(),
+        since: SystemClock.now(),
+    };
+    let ev = NewEvent {
+        kind: "freeze".into(),
+        at: SystemClock.now(),
+        ..Default::default()
+    };
+    store.set_freeze(&freeze(true), &ev).await.unwrap();
     let c = Controller::new(
         store,
         Arc::new(Calendars::load(cals.path()).unwrap()),
@@ -183,6 +197,7 @@ async fn world(window_closes: chrono::DateTime<Utc>) -> World {
         assert!(Instant::now() < deadline, "preflight did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    c.store().set_freeze(&freeze(false), &ev).await.unwrap();
     World {
         _b1: b1,
         _g1: g1,

@@ -272,6 +272,49 @@ async fn metrics(State(st): State<AppState>) -> Response {
             name.replace(['"', '\\', '\n'], "_")
         );
     }
+    let k = c.counters();
+    let n = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_transitions_total Decisions committed to the audit log.\n# TYPE muhurat_transitions_total counter\nmuhurat_transitions_total {}",
+        n(&k.transitions)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_weight_changes_total Weight writes confirmed on every endpoint.\n# TYPE muhurat_weight_changes_total counter\nmuhurat_weight_changes_total {}",
+        n(&k.weight_changes)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_weight_change_seconds_sum Decision-to-confirmation time of those writes.\n# TYPE muhurat_weight_change_seconds_sum counter\nmuhurat_weight_change_seconds_sum {}",
+        n(&k.weight_change_ms_sum) as f64 / 1000.0
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_backend_errors_total Weight writes that failed or were not confirmed.\n# TYPE muhurat_backend_errors_total counter\nmuhurat_backend_errors_total {}",
+        n(&k.backend_errors)
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_check_evaluations_total Check evaluations by verdict.\n# TYPE muhurat_check_evaluations_total counter"
+    );
+    for (i, v) in ["pass", "fail", "inconclusive", "error"].iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "muhurat_check_evaluations_total{{verdict=\"{v}\"}} {}",
+            n(&k.evaluations[i])
+        );
+    }
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_notifications_failed_total Webhook deliveries that failed (retried).\n# TYPE muhurat_notifications_failed_total counter\nmuhurat_notifications_failed_total {}",
+        crate::notify::failures_total()
+    );
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_notifications_sent_total Webhook deliveries that succeeded.\n# TYPE muhurat_notifications_sent_total counter\nmuhurat_notifications_sent_total {}",
+        crate::notify::sent_total()
+    );
     if let Ok(f) = c.store().freeze().await {
         let _ = writeln!(
             out,

@@ -240,6 +240,9 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
                 .count();
             v["approval"] = json!({"step": r.step, "spec_hash": r.spec_hash, "need": min, "have": have, "separation_of_duties": spec.approvals.separation_of_duties});
         }
+        // The zone people read this rollout's times in (the spec's
+        // `windows.timezone`); instants themselves stay UTC.
+        v["timezone"] = json!(spec.windows.timezone.name());
         if let Some(cal) = c.calendars().get(&spec.calendar) {
             v["calendar"] = json!({"name": cal.name, "version": cal.version.to_string()});
             let frozen = c.store().freeze().await?.on;

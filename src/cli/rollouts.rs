@@ -141,7 +141,7 @@ fn print_detail(r: &StatusRow, doc: &Value) {
         .and_then(Value::as_str)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
     {
-        println!("  next window: {}", local(t));
+        println!("  next window: {}", local(t, zone(doc)));
     }
     if let Some(u) = doc.get("dashboard_url").and_then(Value::as_str) {
         println!("  dashboard:   {u}");
@@ -314,7 +314,7 @@ pub fn preview(doc: &Value, row: &StatusRow, step: u64) -> String {
                 .get("at")
                 .and_then(Value::as_str)
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| format!(" at {}", local(t)))
+                .map(|t| format!(" at {}", local(t, zone(doc))))
                 .unwrap_or_else(|| " (no permitted window within the calendar's coverage)".into());
             format!("{head}: {from} → {to}{when}")
         }
@@ -327,15 +327,18 @@ pub fn preview(doc: &Value, row: &StatusRow, step: u64) -> String {
     }
 }
 
-/// "Fri 00:25 IST" for an instant: India's zone by name, others by offset.
-fn local(t: DateTime<FixedOffset>) -> String {
-    if t.offset().local_minus_utc() == 5 * 3600 + 30 * 60 {
-        t.with_timezone(&chrono_tz::Asia::Kolkata)
-            .format("%a %d %b %H:%M %Z")
-            .to_string()
-    } else {
-        t.format("%a %d %b %H:%M %:z").to_string()
-    }
+/// The rollout's zone (`timezone` in the API's answer: the spec's
+/// `windows.timezone`); Asia/Kolkata when an older server does not say.
+fn zone(doc: &Value) -> chrono_tz::Tz {
+    doc.get("timezone")
+        .and_then(Value::as_str)
+        .and_then(|z| z.parse().ok())
+        .unwrap_or(chrono_tz::Asia::Kolkata)
+}
+
+/// "Fri 27 Nov 00:25 IST": an instant in the rollout's zone.
+fn local(t: DateTime<FixedOffset>, tz: chrono_tz::Tz) -> String {
+    t.with_timezone(&tz).format("%a %d %b %H:%M %Z").to_string()
 }
 
 #[cfg(test)]
@@ -368,6 +371,26 @@ mod tests {
         assert_eq!(
             preview(&doc, &row, 2),
             "step 2 of n revision r (currently 5%)"
+        );
+    }
+
+    #[test]
+    fn approve_preview_shows_the_servers_utc_times_in_the_rollouts_zone() {
+        // The API answers in UTC (`Z`); the preview is for a person in the
+        // spec's zone.
+        let mut doc = json!({
+            "id": "a", "name": "n", "revision": "r", "confirmed": 5, "timezone": "Asia/Kolkata",
+            "plan": {"steps": [{"index": 3, "type": "set_weight", "weight": 10, "at": "2026-11-26T18:55:00Z"}]}
+        });
+        let row = StatusRow::from_value(&doc);
+        assert_eq!(
+            preview(&doc, &row, 2),
+            "step 2 of n revision r: 5% → 10% at Fri 27 Nov 00:25 IST"
+        );
+        doc["timezone"] = json!("UTC");
+        assert_eq!(
+            preview(&doc, &row, 2),
+            "step 2 of n revision r: 5% → 10% at Thu 26 Nov 18:55 UTC"
         );
     }
 }

@@ -263,6 +263,7 @@ async fn serve(s: Settings) -> Result<(), String> {
             s.policy.version.clone()
         },
         journal: journal_path(&s.db),
+        server_notify: s.notify.clone(),
         ..Config::default()
     };
     let controller = Controller::new(

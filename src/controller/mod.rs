@@ -53,6 +53,9 @@ pub struct Config {
     pub measure_db_skew: bool,
     /// Where decisions taken while the store is unreachable are journalled.
     pub journal: std::path::PathBuf,
+    /// Webhook secret names for server-wide warnings (calendar coverage
+    /// running out, clock skew).
+    pub server_notify: Vec<String>,
     /// Check results older than this are pruned from the results table (the
     /// audit log keeps every verdict that led to a decision).
     pub check_retention: TimeDelta,
@@ -66,6 +69,7 @@ impl Default for Config {
             policy_version: "0".into(),
             measure_db_skew: true,
             journal: std::path::PathBuf::from("muhurat.journal"),
+            server_notify: Vec::new(),
             check_retention: TimeDelta::days(30),
         }
     }
@@ -141,6 +145,8 @@ struct Live {
     /// spec hash → calendar name, so a cached spec is found without
     /// re-parsing its YAML.
     spec_calendar: HashMap<String, String>,
+    /// When each server-wide warning was last sent (at most once a day).
+    warned: HashMap<String, DateTime<Utc>>,
     /// The spec last run on each target (for idle targets' drift checks).
     target_spec: HashMap<String, Arc<Spec>>,
     /// The shares last fed to the engine as `Observed`, per rollout.
@@ -157,6 +163,8 @@ struct Job {
     rollout_id: String,
     effect: Effect,
     backend: Arc<dyn TrafficBackend>,
+    /// The spec's `rollback.shutdown_sessions` (None: the backend's default).
+    shutdown_sessions: Option<bool>,
 }
 
 pub struct Controller {
@@ -171,6 +179,7 @@ pub struct Controller {
     actuators: Mutex<HashMap<String, mpsc::UnboundedSender<Job>>>,
     in_flight: AtomicUsize,
     idle: Notify,
+    counters: Counters,
 }
 
 fn ctl_err(id: &str, m: impl std::fmt::Display) -> ControlError {
@@ -201,6 +210,7 @@ impl Controller {
             actuators: Mutex::new(HashMap::new()),
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
+            counters: Counters::default(),
         })
     }
 
@@ -214,6 +224,11 @@ impl Controller {
 
     pub fn config(&self) -> &Config {
         &self.cfg
+    }
+
+    /// Counters for `/metrics`.
+    pub fn counters(&self) -> &Counters {
+        &self.counters
     }
 
     /// The traffic backends (for `pools`, `adopt`, `check-target`).
@@ -523,6 +538,7 @@ impl Controller {
         let orient = Self::orientation(&spec, &pools);
         let traffic = spec.traffic.clone();
         let rid = id.clone();
+        let target_id = target.clone();
         tokio::spawn(async move {
             let backend = me.traffic.backend(&traffic, &orient);
             let input = match backend.prepare().await.and(backend.preflight().await) {
@@ -538,6 +554,14 @@ impl Controller {
                     reason: e.to_string(),
                 },
             };
+            // Read the target now, so the first decision knows whether a
+            // canary server is UP instead of assuming it is not.
+            if let Ok(reading) = backend.read().await {
+                let now = me.now();
+                me.lock_live()
+                    .views
+                    .insert(target_id.clone(), TargetView { at: now, reading });
+            }
             if let Err(e) = me.input(&rid, input, None).await {
                 tracing::error!(rollout = %rid, error = %e, "Preflight result could not be recorded.");
             }
@@ -625,8 +649,20 @@ impl Controller {
                 if next_wake != cur.next_wake {
                     moved_wake = Some(next_wake);
                 }
-                let update = if t.events.is_empty() {
+                let live_changed = t.rollout.observed != r.observed;
+                let update = if t.events.is_empty() && !live_changed {
                     None
+                } else if t.events.is_empty() {
+                    // Only live fields moved (the shares read back): keep
+                    // the row's cache current for status and the API.
+                    Some(Update {
+                        state: t.rollout.state.as_str().into(),
+                        active: !t.rollout.state.is_terminal(),
+                        data: serde_json::to_string(&t.rollout).expect("a rollout serializes"),
+                        next_wake,
+                        events: Vec::new(),
+                        outbox: Vec::new(),
+                    })
                 } else {
                     let data = serde_json::to_string(&t.rollout).expect("a rollout serializes");
                     let input_json = serde_json::to_string(&input).expect("an input serializes");
@@ -685,6 +721,9 @@ impl Controller {
             .await?;
         let committed = committed?;
         let Some(t) = out else { return Ok(None) };
+        if !t.events.is_empty() {
+            self.counters.transitions.fetch_add(1, Ordering::Relaxed);
+        }
         if committed.is_none()
             && let Some(w) = moved_wake
         {
@@ -735,6 +774,12 @@ impl Controller {
                             rollout_id: rec.id.clone(),
                             effect: e.clone(),
                             backend,
+                            shutdown_sessions: match &spec.traffic {
+                                crate::spec::Traffic::Haproxy {
+                                    shutdown_sessions, ..
+                                } => *shutdown_sessions,
+                                crate::spec::Traffic::Consul { .. } => None,
+                            },
                         },
                     );
                 }
@@ -811,6 +856,7 @@ impl Controller {
                 "Clock skew above max_clock_skew: no raise until it is fixed."
             );
         }
+        self.server_warnings(now).await;
         let read = async {
             let active = self.store.active_for_pass().await?;
             // Read once per pass: the freeze and where every target's pools are.
@@ -945,6 +991,71 @@ impl Controller {
         Ok(())
     }
 
+    /// Calendar coverage running out (DESIGN §3: under 45 days) and an
+    /// untrusted clock: logged every pass, and notified on the server's
+    /// webhooks at most once a day each.
+    async fn server_warnings(&self, now: DateTime<Utc>) {
+        let mut warnings = Vec::new();
+        for (name, secs) in self.calendars.coverage_remaining(now) {
+            if secs < calendars::COVERAGE_WARNING.num_seconds() {
+                let days = secs.max(0) / 86_400;
+                let text = format!(
+                    "calendar {name}: coverage ends in {days} day(s); after that nothing moves (fail closed) — publish the next calendar and reload"
+                );
+                tracing::warn!(calendar = %name, remaining_days = days, "Calendar coverage running out.");
+                warnings.push((
+                    format!("calendar_coverage_low:{name}"),
+                    "calendar_coverage_low",
+                    text,
+                ));
+            }
+        }
+        if !self.clock_trusted() {
+            let ms = self
+                .clock_skew()
+                .map(|d| d.num_milliseconds())
+                .unwrap_or_default();
+            warnings.push((
+                "clock_skew".into(),
+                "clock_skew",
+                format!(
+                    "clock skew {ms} ms exceeds max_clock_skew: no raise until the clock is fixed"
+                ),
+            ));
+        }
+        for (key, kind, text) in warnings {
+            let due = self
+                .lock_live()
+                .warned
+                .get(&key)
+                .is_none_or(|t| now - *t >= TimeDelta::days(1));
+            if !due || self.cfg.server_notify.is_empty() {
+                continue;
+            }
+            let ev = NewEvent {
+                at: now,
+                kind: kind.into(),
+                why: text.clone(),
+                input: "{}".into(),
+                state: "server".into(),
+                ..Default::default()
+            };
+            let Ok(seq) = self.store.append_event(&ev).await else {
+                continue;
+            };
+            for secret in &self.cfg.server_notify {
+                let o = NewOutbox {
+                    channel: format!("webhook:{secret}"),
+                    payload: serde_json::json!({"kind": kind, "text": text}).to_string(),
+                };
+                if let Err(e) = self.store.enqueue(seq, &o, now).await {
+                    tracing::warn!(error = %e, "Server-wide notification not queued.");
+                }
+            }
+            self.lock_live().warned.insert(key, now);
+        }
+    }
+
     /// The store does not answer: no raise, but due checks still run on the
     /// last known state, and a decision to decrease (a rollback) is
     /// journalled locally, then executed. Replayed when the store returns.
@@ -1052,7 +1163,14 @@ impl Controller {
                     .traffic
                     .backend(&spec.traffic, &Self::orientation(&spec, p));
                 let res = if *drain_and_shutdown {
-                    backend.rollback(true).await
+                    let shut = match &spec.traffic {
+                        crate::spec::Traffic::Haproxy {
+                            shutdown_sessions: Some(b),
+                            ..
+                        } => *b,
+                        _ => backend.shutdown_sessions_by_default().await,
+                    };
+                    backend.rollback(shut).await
                 } else {
                     backend.apply(*share).await
                 };
@@ -1230,6 +1348,7 @@ impl Controller {
                 reason: ev.reason.clone(),
                 in_session,
             });
+            self.counters.verdict(ev.verdict);
             results.push(CheckResult {
                 check: ev.check,
                 verdict: ev.verdict,
@@ -1340,6 +1459,33 @@ impl Controller {
     }
 }
 
+/// Monotonic counters for `/metrics` (low cardinality: no rollout labels).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Transitions committed (decisions in the audit log).
+    pub transitions: std::sync::atomic::AtomicU64,
+    /// Weight writes confirmed on every endpoint.
+    pub weight_changes: std::sync::atomic::AtomicU64,
+    /// Sum of decision → confirmation latencies of those writes, in ms.
+    pub weight_change_ms_sum: std::sync::atomic::AtomicU64,
+    /// Weight writes that failed or were not confirmed.
+    pub backend_errors: std::sync::atomic::AtomicU64,
+    /// Check evaluations by verdict: pass, fail, inconclusive, error.
+    pub evaluations: [std::sync::atomic::AtomicU64; 4],
+}
+
+impl Counters {
+    fn verdict(&self, v: engine::Verdict) {
+        let i = match v {
+            engine::Verdict::Pass => 0,
+            engine::Verdict::Fail => 1,
+            engine::Verdict::Inconclusive => 2,
+            engine::Verdict::Error => 3,
+        };
+        self.evaluations[i].fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 /// Counters of one pass, for the benchmark and the debug log.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct PassReport {
@@ -1419,13 +1565,33 @@ async fn actuate(ctl: &Arc<Controller>, job: &Job) -> Result<(), ControlError> {
     let result = if drain_and_shutdown
         || (deadline.is_none() && share == 0 && matches!(r.state, State::RollingBack))
     {
-        job.backend.rollback(drain_and_shutdown).await
+        // Drain always; shut the canary's sessions as the spec says, or by
+        // default for `mode tcp` (DESIGN §3 *Rollback and abort*).
+        let shut = match job.shutdown_sessions {
+            Some(b) => b,
+            None => job.backend.shutdown_sessions_by_default().await,
+        };
+        job.backend.rollback(shut).await
     } else {
         job.backend.apply(share).await
     };
     let input = match result {
         Ok(rep) => {
             tracing::info!(rollout = %rec.id, share, confirmed = rep.confirmed, detail = %rep.detail, "Weight written.");
+            if rep.confirmed {
+                let decided = r
+                    .write
+                    .as_ref()
+                    .map(|w| w.decided_at)
+                    .unwrap_or_else(|| ctl.now());
+                let ms = (ctl.now() - decided).num_milliseconds().max(0) as u64;
+                ctl.counters.weight_changes.fetch_add(1, Ordering::Relaxed);
+                ctl.counters
+                    .weight_change_ms_sum
+                    .fetch_add(ms, Ordering::Relaxed);
+            } else {
+                ctl.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+            }
             Input::Applied {
                 version,
                 share,
@@ -1442,12 +1608,15 @@ async fn actuate(ctl: &Arc<Controller>, job: &Job) -> Result<(), ControlError> {
                 "the target was changed by someone else while raising to {share}%: {m}"
             )),
         },
-        Err(e) => Input::Applied {
-            version,
-            share,
-            confirmed: false,
-            detail: e.to_string(),
-        },
+        Err(e) => {
+            ctl.counters.backend_errors.fetch_add(1, Ordering::Relaxed);
+            Input::Applied {
+                version,
+                share,
+                confirmed: false,
+                detail: e.to_string(),
+            }
+        }
     };
     ctl.input(&rec.id, input, None).await?;
     Ok(())

@@ -599,7 +599,13 @@ impl Store {
             .first()
             .map(|e| e.at)
             .unwrap_or(current.updated_at);
-        let version = current.version + 1;
+        // An update without events only refreshes live fields (observed
+        // shares, the wake time): no decision, so no new version.
+        let version = if update.events.is_empty() {
+            current.version
+        } else {
+            current.version + 1
+        };
         let res = sqlx::query(&self.q(
             "UPDATE rollouts SET state = $1, active = $2, data = $3, next_wake = $4, updated_at = $5, version = $6 WHERE id = $7 AND version = $8",
         ))

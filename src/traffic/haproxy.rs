@@ -693,6 +693,12 @@ impl TrafficBackend for HaproxyBackend {
             Err(TrafficError::Unreachable(errors.join("; ")))
         }
     }
+
+    async fn shutdown_sessions_by_default(&self) -> bool {
+        // Unknown mode (no endpoint answered): shut sessions — a rollback
+        // must not leave customers on the bad version.
+        self.mode().await.map_or(true, |m| m == "tcp")
+    }
 }
 
 /// Runs futures concurrently on the current task (endpoints are few; this

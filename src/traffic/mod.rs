@@ -128,6 +128,14 @@ pub trait TrafficBackend: Send + Sync {
     /// At the start of a rollout: set canary servers an earlier rollback
     /// left in drain back to ready at weight 0 (maintenance is left alone).
     async fn prepare(&self) -> Result<(), TrafficError>;
+
+    /// Whether a rollback shuts the canary servers' sessions when the spec
+    /// does not say (`rollback.shutdown_sessions` unset): true for HAProxy
+    /// `mode tcp` backends, where a connection is balanced once and would
+    /// stay on the bad version; false otherwise.
+    async fn shutdown_sessions_by_default(&self) -> bool {
+        false
+    }
 }
 
 /// Builds the backend for a spec's target in a given orientation.

@@ -83,9 +83,14 @@ pub async fn harness_with(store: Store, dir: Option<tempfile::TempDir>, start: &
     let clock = Arc::new(ManualClock::new(t(start)));
     let traffic = MemoryFactory::default();
     let metrics = ScriptedMetrics::new(healthy);
+    // Each world journals into its own temp dir (kept: the dir must outlive
+    // the controller; the OS cleans /tmp).
+    let journal = tempfile::tempdir().unwrap().keep().join("muhurat.journal");
     let cfg = Config {
         drift_interval: TimeDelta::minutes(10),
         measure_db_skew: false,
+        journal,
+        server_notify: vec!["sre".into()],
         ..Config::default()
     };
     let c = Controller::new(
