@@ -228,6 +228,13 @@ async fn canary_weight(h: &Haproxy) -> u32 {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let iterations = env_or("ROLLBACK_LATENCY_ITERATIONS", 20).max(1);
+    // `RUST_LOG=muhurat=debug` shows the controller's passes with their times.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let vm = victoria::victoria_metrics(&[]).await;
     let b1 = NamedServer::start("b1").await;
     let g1 = NamedServer::start("g1").await;

@@ -27,12 +27,16 @@ use crate::store::{NewEvent, Store, StoreError, TokenRecord};
 /// Every token starts with this, so a secret scanner can find leaked ones.
 pub const TOKEN_PREFIX: &str = "mht_";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
+    /// Reads.
     Viewer,
+    /// Starts, pauses, resumes, aborts, adopts.
     Deployer,
+    /// Approves; may `resume --override-checks`.
     Approver,
+    /// Everything, plus freeze, calendar reload and tokens.
     Admin,
 }
 

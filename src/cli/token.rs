@@ -12,28 +12,8 @@ use super::{EXIT_BAD_INPUT, EXIT_INTERNAL, EXIT_OK, Output};
 use crate::clock::{Clock, SystemClock};
 use crate::store::Store;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Role {
-    /// Reads.
-    Viewer,
-    /// Starts, pauses, resumes, aborts, adopts.
-    Deployer,
-    /// Approves; may `resume --override-checks`.
-    Approver,
-    /// Everything, plus freeze, calendar reload and tokens.
-    Admin,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Deployer => "deployer",
-            Role::Approver => "approver",
-            Role::Admin => "admin",
-        }
-    }
-}
+/// The roles a token can carry (the API's own type).
+pub use crate::api::auth::Role;
 
 #[derive(Debug, Clone, clap::Subcommand)]
 pub enum TokenCommand {

@@ -610,7 +610,6 @@ impl Controller {
         let skew = self.clock_skew();
         let cal_version = cal.version.to_string();
         let policy_version = self.cfg.policy_version.clone();
-        let next_eval = |r: &Rollout| next_evaluation(&spec, r, now);
         let mut out: Option<engine::Transition> = None;
         let mut moved_wake: Option<Option<DateTime<Utc>>> = None;
         let committed = self
@@ -634,18 +633,7 @@ impl Controller {
                 };
                 let t =
                     engine::step(&r, input.clone(), now, &ctx).map_err(ControlError::Refused)?;
-                let wake = t
-                    .effects
-                    .iter()
-                    .filter_map(|e| {
-                        if let Effect::WakeAt { at, .. } = e {
-                            Some(*at)
-                        } else {
-                            None
-                        }
-                    })
-                    .min();
-                let next_wake = [wake, next_eval(&t.rollout)].into_iter().flatten().min();
+                let next_wake = next_wake_of(&spec, &t, now);
                 if next_wake != cur.next_wake {
                     moved_wake = Some(next_wake);
                 }
@@ -1002,7 +990,6 @@ impl Controller {
                 let text = format!(
                     "calendar {name}: coverage ends in {days} day(s); after that nothing moves (fail closed) — publish the next calendar and reload"
                 );
-                tracing::warn!(calendar = %name, remaining_days = days, "Calendar coverage running out.");
                 warnings.push((
                     format!("calendar_coverage_low:{name}"),
                     "calendar_coverage_low",
@@ -1024,12 +1011,18 @@ impl Controller {
             ));
         }
         for (key, kind, text) in warnings {
+            // Logged and notified once a day, not on every pass.
             let due = self
                 .lock_live()
                 .warned
                 .get(&key)
                 .is_none_or(|t| now - *t >= TimeDelta::days(1));
-            if !due || self.cfg.server_notify.is_empty() {
+            if !due {
+                continue;
+            }
+            self.lock_live().warned.insert(key, now);
+            tracing::warn!(kind, "{text}");
+            if self.cfg.server_notify.is_empty() {
                 continue;
             }
             let ev = NewEvent {
@@ -1052,7 +1045,6 @@ impl Controller {
                     tracing::warn!(error = %e, "Server-wide notification not queued.");
                 }
             }
-            self.lock_live().warned.insert(key, now);
         }
     }
 
@@ -1232,21 +1224,7 @@ impl Controller {
             policy_version: &self.cfg.policy_version,
         };
         let t = engine::step(r, Input::Tick, now, &ctx).map_err(ControlError::Refused)?;
-        let wake = t
-            .effects
-            .iter()
-            .filter_map(|e| {
-                if let Effect::WakeAt { at, .. } = e {
-                    Some(*at)
-                } else {
-                    None
-                }
-            })
-            .min();
-        let next_wake = [wake, next_evaluation(spec, &t.rollout, now)]
-            .into_iter()
-            .flatten()
-            .min();
+        let next_wake = next_wake_of(spec, &t, now);
         Ok(!t.events.is_empty()
             || t.effects
                 .iter()
@@ -1496,6 +1474,26 @@ pub struct PassReport {
     pub evaluations: usize,
     pub ticks: usize,
     pub errors: usize,
+}
+
+/// When the rollout next needs the controller: its earliest timer or its
+/// next check evaluation.
+fn next_wake_of(spec: &Spec, t: &engine::Transition, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    let wake = t
+        .effects
+        .iter()
+        .filter_map(|e| {
+            if let Effect::WakeAt { at, .. } = e {
+                Some(*at)
+            } else {
+                None
+            }
+        })
+        .min();
+    [wake, next_evaluation(spec, &t.rollout, now)]
+        .into_iter()
+        .flatten()
+        .min()
 }
 
 /// The next check evaluation after `now` for a rollout (for `next_wake`).
