@@ -644,3 +644,60 @@ async fn always_evidence_no_data_pauses_after_inconclusive_limit() {
     assert_eq!(r.confirmed, 5);
     assert_eq!(h.target.share(), Some(5.0));
 }
+
+// ---------------------------------------------------------------------------
+// Regression: a due evaluation must not drop out of next_wake.
+// ---------------------------------------------------------------------------
+
+/// `Controller::run` sleeps until the stored `next_wake` (at most
+/// `drift_interval`). A transition committed after a check evaluation became
+/// due, but before the pass that runs it, used to store the evaluation
+/// *after* it (`next_evaluation` counted from `now`, not from the last
+/// evaluation run), so the due one waited for whatever pass came next — up
+/// to `drift_interval` (default 10 s) late, and a failing check's rollback
+/// with it. With the system clock this happens on its own: the store keeps
+/// `next_wake` in whole milliseconds (rounded down), the loop wakes up to
+/// 1 ms before the instant, finds nothing due, and the Tick it sends commits
+/// a few ms later, past the instant. `benches/rollback_latency.rs` saw
+/// evaluations run 1 s (its `drift_interval`) late in 2 of 20 rollouts.
+/// Here a person's pause lands 500 ms after the 07:06 evaluation was due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transition_after_an_evaluation_is_due_keeps_next_wake_at_it() {
+    let (h, vm) = world("2026-11-16T07:00:00+05:30").await;
+    let yaml = spec(
+        &vm.url,
+        "  interval: 1m\n  query_delay: 0s\n",
+        "  - set_weight: 5\n  - bake: {duration: 8h}\n  - set_weight: 100\n",
+    );
+    let id = h.start(&yaml).await;
+    let r = h
+        .run(
+            &id,
+            "2026-11-16T07:05:00+05:30",
+            TimeDelta::minutes(1),
+            never,
+            |_| false,
+        )
+        .await;
+    assert_eq!(r.state, State::Baking, "{:?}", r.waiting_for);
+    let due = t("2026-11-16T07:06:00+05:30");
+    assert_eq!(h.c.store().next_wake().await.unwrap(), Some(due));
+    h.clock.set(due + TimeDelta::milliseconds(500));
+    h.c.input(
+        &id,
+        Input::Pause {
+            by: "ravi".into(),
+            reason: None,
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    let next = h.c.store().next_wake().await.unwrap();
+    assert!(
+        next.is_some_and(|w| w <= due),
+        "next_wake {} but the evaluation due at {} has not run",
+        next.map(ist).unwrap_or_default(),
+        ist(due)
+    );
+}

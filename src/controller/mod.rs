@@ -1497,6 +1497,10 @@ fn next_wake_of(spec: &Spec, t: &engine::Transition, now: DateTime<Utc>) -> Opti
 }
 
 /// The next check evaluation after `now` for a rollout (for `next_wake`).
+/// It counts from the last evaluation *run* (the checks' `last_at`), not
+/// from `now`: a transition that lands just after an evaluation fell due
+/// (a person's pause, a Tick a few ms late) must not push the wake-up one
+/// interval on — the due evaluation is then "now".
 fn next_evaluation(spec: &Spec, r: &Rollout, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     let a = spec.analysis.as_ref().filter(|a| !a.checks.is_empty())?;
     let t0 = r.t0?;
@@ -1504,7 +1508,18 @@ fn next_evaluation(spec: &Spec, r: &Rollout, now: DateTime<Utc>) -> Option<DateT
         return None;
     }
     let iv = a.interval.num_milliseconds().max(1);
-    let k = (now - t0).num_milliseconds().div_euclid(iv) + 1;
+    let last_run = r
+        .checks
+        .values()
+        .filter_map(|c| c.last_at)
+        .filter(|l| *l > t0)
+        .max();
+    let k = match last_run {
+        Some(l) => (l - t0).num_milliseconds().div_euclid(iv) + 1,
+        // Nothing run since this weight: the first is at t0 + interval, or
+        // the latest one already due (the controller does not backfill).
+        None => (now - t0).num_milliseconds().div_euclid(iv).max(1),
+    };
     Some(t0 + TimeDelta::milliseconds(k.max(1) * iv))
 }
 
