@@ -949,11 +949,12 @@ impl Machine<'_, '_> {
             .window_containing(self.now)
             .filter(|w| w.end - self.now >= min_remaining);
         // A decrease still in flight must be confirmed before any raise.
-        if window.is_none() || self.raise_gates().is_some() || self.r.write.is_some() {
+        let Some(window) =
+            window.filter(|_| self.raise_gates().is_none() && self.r.write.is_none())
+        else {
             self.r.state = State::WaitingForWindow;
             return;
-        }
-        let window = window.expect("checked above");
+        };
         if !self.is_first_raise()
             && self.spec().has_checks()
             && self.r.override_checks.is_none()
