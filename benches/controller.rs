@@ -100,6 +100,8 @@ fn main() {
             drift_interval: TimeDelta::seconds(10),
             measure_db_skew: false,
             journal,
+            // This machine's kernel reports its clock unsynchronised.
+            allow_unsynced_clock: true,
             ..Config::default()
         };
         let c = Controller::new(

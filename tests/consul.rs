@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use consul_double::{ConsulDouble, Rights};
 use haproxy_support::{Haproxy, NamedServer, config, free_port, servers, split};
+use muhurat::traffic::gate::testing::raise;
 use muhurat::secrets::Secrets;
 use muhurat::spec::{Pool, Traffic, Verify};
 use muhurat::traffic::consul::{
@@ -102,7 +103,7 @@ async fn document_is_created_with_cas_0_then_updated_with_the_index_it_was_read_
     let c = ConsulDouble::start().await;
     let b = backend(&c, None).with_rollout("kite-api-20261126-1a2b3c", "abc123");
 
-    let r = b.apply(5).await.expect("apply 5");
+    let r = b.apply(5, &raise(5)).await.expect("apply 5");
     assert_eq!(puts(&c), ["cas=0"], "created only if absent");
     let d = doc(&c);
     assert_eq!(
@@ -122,7 +123,7 @@ async fn document_is_created_with_cas_0_then_updated_with_the_index_it_was_read_
 
     let first = c.entry(KEY).expect("entry").modify_index;
     c.clear_requests();
-    let r = b.apply(10).await.expect("apply 10");
+    let r = b.apply(10, &raise(10)).await.expect("apply 10");
     assert!(!r.confirmed);
     assert_eq!(puts(&c), [format!("cas={first}")]);
     assert_eq!(doc(&c).canary_share, 10);
@@ -131,7 +132,7 @@ async fn document_is_created_with_cas_0_then_updated_with_the_index_it_was_read_
     // new index to wake consul-template for).
     let idx = c.entry(KEY).expect("entry").modify_index;
     c.clear_requests();
-    b.apply(10).await.expect("apply 10 again");
+    b.apply(10, &raise(10)).await.expect("apply 10 again");
     assert!(puts(&c).is_empty(), "{:?}", c.requests());
     assert_eq!(c.entry(KEY).expect("entry").modify_index, idx);
 
@@ -148,7 +149,7 @@ async fn document_is_created_with_cas_0_then_updated_with_the_index_it_was_read_
 async fn someone_elses_write_is_a_conflict_and_is_not_overwritten() {
     let c = ConsulDouble::start().await;
     let b = backend(&c, None);
-    b.apply(5).await.expect("apply 5");
+    b.apply(5, &raise(5)).await.expect("apply 5");
 
     // An operator's break-glass through another client: canary to 0.
     let theirs = foreign(0, 100);
@@ -165,7 +166,7 @@ async fn someone_elses_write_is_a_conflict_and_is_not_overwritten() {
     let their_index = c.entry(KEY).expect("entry").modify_index;
 
     c.clear_requests();
-    let m = conflict(b.apply(10).await);
+    let m = conflict(b.apply(10, &raise(10)).await);
     assert!(m.contains("someone else wrote the document"), "{m}");
     assert!(m.contains(&format!("ModifyIndex {their_index}")), "{m}");
     assert!(m.contains("not overwritten"), "{m}");
@@ -175,7 +176,7 @@ async fn someone_elses_write_is_a_conflict_and_is_not_overwritten() {
     // Reported once: the controller pauses on it, and the write after a
     // human resumes goes through, with their index.
     c.clear_requests();
-    b.apply(10).await.expect("apply after resume");
+    b.apply(10, &raise(10)).await.expect("apply after resume");
     assert_eq!(puts(&c), [format!("cas={their_index}")]);
     assert_eq!(doc(&c).canary_share, 10);
 }
@@ -184,13 +185,13 @@ async fn someone_elses_write_is_a_conflict_and_is_not_overwritten() {
 async fn a_write_that_loses_the_cas_race_is_a_conflict_and_nothing_is_overwritten() {
     let c = ConsulDouble::start().await;
     let b = backend(&c, None);
-    b.apply(5).await.expect("apply 5");
+    b.apply(5, &raise(5)).await.expect("apply 5");
     let ours = c.entry(KEY).expect("entry").modify_index;
 
     let theirs = foreign(0, 100);
     c.write_before_next_put(KEY, &theirs);
     c.clear_requests();
-    let m = conflict(b.apply(10).await);
+    let m = conflict(b.apply(10, &raise(10)).await);
     assert!(m.contains(&format!("refused ?cas={ours}")), "{m}");
     assert!(m.contains("not overwritten"), "{m}");
     // One PUT, refused; the re-read saw a share of 0 and did not raise it.
@@ -202,13 +203,13 @@ async fn a_write_that_loses_the_cas_race_is_a_conflict_and_nothing_is_overwritte
 async fn rollback_on_conflict_rereads_and_writes_the_decrease() {
     let c = ConsulDouble::start().await;
     let b = backend(&c, None);
-    b.apply(10).await.expect("apply 10");
+    b.apply(10, &raise(10)).await.expect("apply 10");
 
     // Someone raised the canary to 30%: a rollback writes 0 over it, with
     // the index it re-read, and reports the conflict.
     let their_index = c.put(KEY, &foreign(30, 70));
     c.clear_requests();
-    let m = conflict(b.rollback(false).await);
+    let m = conflict(b.rollback(false, &decrease()).await);
     assert!(m.contains("someone else wrote the document"), "{m}");
     assert!(m.contains("30.00%"), "{m}");
     assert!(m.contains("wrote the decrease to 0%"), "{m}");
@@ -221,11 +222,11 @@ async fn rollback_on_conflict_rereads_and_writes_the_decrease() {
 
     // The same when the other write lands between our read and our write:
     // the refused CAS is followed by a re-read and a write at the new index.
-    b.apply(10).await.expect("apply 10 after the pause");
+    b.apply(10, &raise(10)).await.expect("apply 10 after the pause");
     let ours = c.entry(KEY).expect("entry").modify_index;
     c.write_before_next_put(KEY, &foreign(50, 50));
     c.clear_requests();
-    let m = conflict(b.rollback(false).await);
+    let m = conflict(b.rollback(false, &decrease()).await);
     assert!(m.contains("wrote the decrease to 0%"), "{m}");
     let raced = ours + 1;
     assert_eq!(puts(&c), [format!("cas={ours}"), format!("cas={raced}")]);
@@ -233,11 +234,11 @@ async fn rollback_on_conflict_rereads_and_writes_the_decrease() {
 
     // Someone already set it to 0: nothing to decrease, nothing written,
     // still reported.
-    b.apply(10).await.expect("apply 10 again");
+    b.apply(10, &raise(10)).await.expect("apply 10 again");
     let zero = foreign(0, 100);
     c.put(KEY, &zero);
     c.clear_requests();
-    let m = conflict(b.rollback(false).await);
+    let m = conflict(b.rollback(false, &decrease()).await);
     assert!(m.contains("not overwritten"), "{m}");
     assert!(puts(&c).is_empty());
     assert_eq!(c.entry(KEY).expect("entry").value, zero);
@@ -261,7 +262,7 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
     };
 
     let err = with(Some("no-such-token-s3cr3t"), Some("consul-prod"))
-        .apply(5)
+        .apply(5, &raise(5))
         .await
         .expect_err("unknown token");
     let m = err.to_string();
@@ -278,7 +279,7 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
 
     // Reading is allowed, writing is not.
     let m = with(Some("token-that-reads"), Some("consul-prod"))
-        .apply(5)
+        .apply(5, &raise(5))
         .await
         .expect_err("read-only token")
         .to_string();
@@ -290,7 +291,7 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
     assert!(!m.contains("token-that-reads"), "token leaked: {m}");
 
     let m = with(None, None)
-        .apply(5)
+        .apply(5, &raise(5))
         .await
         .expect_err("anonymous")
         .to_string();
@@ -298,7 +299,7 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
 
     c.clear_requests();
     with(Some("token-that-writes"), Some("consul-prod"))
-        .apply(5)
+        .apply(5, &raise(5))
         .await
         .expect("allowed");
     assert!(
@@ -329,7 +330,7 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
     )));
     let m = f
         .backend(&traffic, &orient())
-        .apply(5)
+        .apply(5, &raise(5))
         .await
         .expect_err("no secret")
         .to_string();
@@ -346,7 +347,7 @@ async fn a_hung_or_failing_consul_is_a_retryable_error_in_bounded_time() {
 
     c.hang(true);
     let started = Instant::now();
-    let err = b.apply(5).await.expect_err("hung");
+    let err = b.apply(5, &raise(5)).await.expect_err("hung");
     assert!(
         matches!(&err, TrafficError::Unreachable(m) if m.contains("timed out")),
         "{err:?}"
@@ -359,21 +360,21 @@ async fn a_hung_or_failing_consul_is_a_retryable_error_in_bounded_time() {
     c.hang(false);
 
     c.fail_next(1, 500, "rpc error making call: No cluster leader");
-    let err = b.apply(5).await.expect_err("500");
+    let err = b.apply(5, &raise(5)).await.expect_err("500");
     assert!(
         matches!(&err, TrafficError::Unreachable(m) if m.contains("500") && m.contains("No cluster leader")),
         "{err:?}"
     );
     c.fail_next(1, 429, "rate limit exceeded");
     assert!(matches!(
-        b.apply(5).await,
+        b.apply(5, &raise(5)).await,
         Err(TrafficError::Unreachable(_))
     ));
     // The caller retries; the next attempt goes through.
-    b.apply(5).await.expect("after the failures");
+    b.apply(5, &raise(5)).await.expect("after the failures");
 
     c.oversized(true);
-    let err = b.apply(10).await.expect_err("oversized");
+    let err = b.apply(10, &raise(10)).await.expect_err("oversized");
     assert!(err.to_string().contains("larger than"), "{err:?}");
     c.oversized(false);
 
@@ -384,7 +385,7 @@ async fn a_hung_or_failing_consul_is_a_retryable_error_in_bounded_time() {
     };
     let err = ConsulBackend::new(gone, orient(), None, limits())
         .expect("backend")
-        .apply(5)
+        .apply(5, &raise(5))
         .await
         .expect_err("refused");
     assert!(matches!(err, TrafficError::Unreachable(_)), "{err:?}");
@@ -452,7 +453,7 @@ async fn a_raise_is_confirmed_only_when_haproxy_shows_the_share() {
 
     // The KV write happens, but nothing renders it: not confirmed, and the
     // report names the endpoint and what it shows.
-    let r = b.apply(10).await.expect("apply 10");
+    let r = b.apply(10, &raise(10)).await.expect("apply 10");
     assert!(!r.confirmed, "{r:?}");
     assert!(
         r.detail.contains(&h.unix().to_string()) && r.detail.contains("shows 0.00%"),
@@ -467,7 +468,8 @@ async fn a_raise_is_confirmed_only_when_haproxy_shows_the_share() {
     // nothing new and is confirmed by HAProxy itself.
     let idx = c.entry(KEY).expect("entry").modify_index;
     let (c2, h2) = (&c, &h);
-    let (r, ()) = tokio::join!(b.apply(10), async move {
+    let permit = raise(10);
+    let (r, ()) = tokio::join!(b.apply(10, &permit), async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
         render(c2, h2).await;
     });
@@ -489,7 +491,7 @@ async fn a_raise_is_confirmed_only_when_haproxy_shows_the_share() {
     // Rendered, then changed behind our back (a reload without the new
     // config): the next apply is not confirmed.
     h.cmd(&format!("set weight {BE}/g1 0")).await.expect("cmd");
-    let r = b.apply(10).await.expect("apply 10 once more");
+    let r = b.apply(10, &raise(10)).await.expect("apply 10 once more");
     assert!(!r.confirmed, "{r:?}");
 }
 
@@ -503,12 +505,12 @@ async fn rollback_writes_0_and_drains_through_admin_verify_sockets() {
         backend: BE.into(),
     };
     let b = backend(&c, Some(verify));
-    b.apply(50).await.expect("apply 50");
+    b.apply(50, &raise(50)).await.expect("apply 50");
     render(&c, &h).await;
-    assert!(b.apply(50).await.expect("confirm 50").confirmed);
+    assert!(b.apply(50, &raise(50)).await.expect("confirm 50").confirmed);
 
     // No render needed: the admin socket takes the canary out at once.
-    let r = b.rollback(false).await.expect("rollback");
+    let r = b.rollback(false, &decrease()).await.expect("rollback");
     assert!(r.confirmed, "{r:?}");
     assert_eq!(doc(&c).canary_share, 0);
     let state = h
@@ -525,7 +527,7 @@ async fn rollback_writes_0_and_drains_through_admin_verify_sockets() {
 
     // The next rollout's prepare() sets the drained servers back to ready
     // (at weight 0).
-    b.prepare().await.expect("prepare");
+    b.prepare(&decrease()).await.expect("prepare");
     let state = h
         .cmd(&format!("show servers state {BE}"))
         .await
@@ -685,4 +687,9 @@ async fn the_double_speaks_consuls_wire_format() {
         (r.status().as_u16(), r.text().await.expect("body")),
         (400, "Invalid wait time".to_string())
     );
+}
+
+/// A decrease permit, as the controller gives rollbacks and prepares.
+fn decrease() -> muhurat::traffic::Permit {
+    muhurat::traffic::Permit::decrease("test")
 }

@@ -8,6 +8,7 @@ mod haproxy_support;
 use std::time::{Duration, Instant};
 
 use haproxy_support::{Haproxy, NamedServer, config, free_port, servers, split};
+use muhurat::traffic::gate::testing::raise;
 use muhurat::spec::{Endpoint, Pool, Traffic};
 use muhurat::traffic::haproxy::{
     HaproxyBackend, HaproxyFactory, HaproxyLimits, parse_servers_state,
@@ -82,7 +83,7 @@ async fn shares_are_confirmed_by_read_back_and_by_the_real_split() {
     );
     const N: usize = 2000;
     for p in [5u32, 10, 50, 100, 0] {
-        let report = b.apply(p).await.expect("apply");
+        let report = b.apply(p, &raise(p)).await.expect("apply");
         assert!(report.confirmed, "{p}%: {}", report.detail);
         assert!(
             (report.effective_share - f64::from(p)).abs() <= 0.1,
@@ -136,7 +137,7 @@ async fn unequal_configured_weights_keep_their_ratio() {
     );
     let h = Haproxy::start(&cfg).await;
     let b = backend(vec![h.unix()], orient(&["g1", "g2"], &["b1", "b2"]));
-    let report = b.apply(20).await.expect("apply");
+    let report = b.apply(20, &raise(20)).await.expect("apply");
     assert!(report.confirmed, "{}", report.detail);
     let state = parse_servers_state(
         &h.cmd(&format!("show servers state {BE}"))
@@ -177,7 +178,7 @@ async fn an_endpoint_down_is_not_confirmed_and_converges_when_back() {
         orient(&["g1", "g2"], &["b1", "b2"]),
     );
     h2.stop();
-    let report = b.apply(10).await.expect("apply");
+    let report = b.apply(10, &raise(10)).await.expect("apply");
     assert!(!report.confirmed, "{report:?}");
     assert!(
         report.detail.contains(&e2),
@@ -201,7 +202,7 @@ async fn an_endpoint_down_is_not_confirmed_and_converges_when_back() {
     assert!((reading.shares()[&e1] - 10.0).abs() < 0.1);
 
     h2.start_again().await;
-    let report = b.apply(10).await.expect("apply");
+    let report = b.apply(10, &raise(10)).await.expect("apply");
     assert!(report.confirmed, "{}", report.detail);
     let shares = b.read().await.expect("read").shares();
     assert_eq!(shares.len(), 2);
@@ -217,7 +218,7 @@ async fn a_reload_without_state_file_reads_as_drift_towards_less() {
     let mut h = Haproxy::start(&blue_green(free_port(), &s, "roundrobin", "")).await;
     let ep = h.unix().to_string();
     let b = backend(vec![h.unix()], orient(&["g1", "g2"], &["b1", "b2"]));
-    assert!(b.apply(10).await.expect("apply").confirmed);
+    assert!(b.apply(10, &raise(10)).await.expect("apply").confirmed);
     h.reload().await;
     // No server-state-file: the new worker starts from the config, where the
     // idle pool is at weight 0.
@@ -237,7 +238,7 @@ async fn a_hand_set_canary_weight_shows_in_read() {
     let h = Haproxy::start(&blue_green(free_port(), &s, "roundrobin", "")).await;
     let ep = h.unix().to_string();
     let b = backend(vec![h.unix()], orient(&["g1", "g2"], &["b1", "b2"]));
-    assert!(b.apply(10).await.expect("apply").confirmed);
+    assert!(b.apply(10, &raise(10)).await.expect("apply").confirmed);
     // Operator raises g1 by hand: drift towards more.
     assert_eq!(
         h.cmd(&format!("set weight {BE}/g1 200"))
@@ -260,7 +261,7 @@ async fn a_hand_set_canary_weight_shows_in_read() {
     }
     assert_eq!(b.read().await.expect("read").shares()[&ep], 0.0);
     // Putting a canary server in maintenance takes it out too.
-    assert!(b.apply(10).await.expect("apply").confirmed);
+    assert!(b.apply(10, &raise(10)).await.expect("apply").confirmed);
     for g in ["g1", "g2"] {
         h.cmd(&format!("set server {BE}/{g} state maint"))
             .await
@@ -473,7 +474,7 @@ async fn hostile_sockets_time_out_or_are_refused_with_a_clear_error() {
         );
 
         let t = Instant::now();
-        let report = b.apply(5).await.expect("apply");
+        let report = b.apply(5, &raise(5)).await.expect("apply");
         assert!(
             t.elapsed() < Duration::from_secs(2),
             "{behaviour}: apply took {:?}",
@@ -531,7 +532,7 @@ async fn rollback_drains_and_shuts_tcp_sessions_and_prepare_readies() {
     let ep = h.unix().to_string();
     let b = backend(vec![h.unix()], orient(&["g1"], &["b1"]));
     assert_eq!(b.mode().await.expect("mode"), "tcp");
-    assert!(b.apply(100).await.expect("apply").confirmed);
+    assert!(b.apply(100, &raise(100)).await.expect("apply").confirmed);
 
     // A long-lived TCP session, routed once, to the canary.
     let conn = tokio::net::TcpStream::connect(("127.0.0.1", fe))
@@ -550,7 +551,7 @@ async fn rollback_drains_and_shuts_tcp_sessions_and_prepare_readies() {
     assert_eq!(ping(&mut conn).await.as_deref(), Some("g1"));
 
     // Rollback without shutdown: weight 0 and drain, the session survives.
-    let report = b.rollback(false).await.expect("rollback");
+    let report = b.rollback(false, &decrease()).await.expect("rollback");
     assert!(report.confirmed, "{}", report.detail);
     assert_eq!(report.effective_share, 0.0);
     let state = parse_servers_state(
@@ -576,7 +577,7 @@ async fn rollback_drains_and_shuts_tcp_sessions_and_prepare_readies() {
     );
 
     // Rollback with shutdown: the session on the canary is closed.
-    assert!(b.rollback(true).await.expect("rollback").confirmed);
+    assert!(b.rollback(true, &decrease()).await.expect("rollback").confirmed);
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
     assert!(
@@ -593,7 +594,7 @@ async fn rollback_drains_and_shuts_tcp_sessions_and_prepare_readies() {
 
     // The next rollout: drained canary back to ready at weight 0; a server
     // in maintenance is left alone.
-    b.prepare().await.expect("prepare");
+    b.prepare(&decrease()).await.expect("prepare");
     let state = parse_servers_state(
         &h.cmd(&format!("show servers state {BE}"))
             .await
@@ -611,7 +612,7 @@ async fn rollback_drains_and_shuts_tcp_sessions_and_prepare_readies() {
     h.cmd(&format!("set server {BE}/g1 state maint"))
         .await
         .expect("maint");
-    b.prepare().await.expect("prepare");
+    b.prepare(&decrease()).await.expect("prepare");
     let state = parse_servers_state(
         &h.cmd(&format!("show servers state {BE}"))
             .await
@@ -645,7 +646,7 @@ async fn factory_builds_haproxy_backends_and_refuses_other_targets() {
     };
     let f = HaproxyFactory::default();
     let b = f.backend(&traffic, &o);
-    assert!(b.apply(50).await.expect("apply").confirmed);
+    assert!(b.apply(50, &raise(50)).await.expect("apply").confirmed);
     assert!((b.read().await.expect("read").shares()[&h.unix().to_string()] - 50.0).abs() < 0.1);
     let consul = Traffic::Consul {
         address: "http://127.0.0.1:8500".into(),
@@ -664,4 +665,9 @@ async fn factory_builds_haproxy_backends_and_refuses_other_targets() {
             .contains("no traffic backend configured for target consul:"),
         "{err}"
     );
+}
+
+/// A decrease permit, as the controller gives rollbacks and prepares.
+fn decrease() -> muhurat::traffic::Permit {
+    muhurat::traffic::Permit::decrease("test")
 }

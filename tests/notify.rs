@@ -147,6 +147,7 @@ async fn notify_event(store: &Store, at: DateTime<Utc>, secret: &str, text: &str
     let o = NewOutbox {
         channel: format!("webhook:{secret}"),
         payload: serde_json::json!({"kind": "paused", "text": text}).to_string(),
+        ..Default::default()
     };
     store.enqueue(seq, &o, at).await.expect("enqueue");
     // The same (event, channel) again, as a retried transition would: the

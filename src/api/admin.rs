@@ -145,7 +145,6 @@ pub async fn set_freeze(
     };
     let word = if body.on { "on" } else { "off" };
     st.controller
-        .store()
         .set_freeze(
             &rec,
             &NewEvent {
@@ -174,11 +173,9 @@ pub async fn reload_calendars(
     caller: Caller,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Admin)?;
-    let cals = st.controller.calendars().clone();
-    // File I/O and parsing: off the async workers.
-    let report = tokio::task::spawn_blocking(move || cals.reload())
-        .await
-        .map_err(ApiError::internal)?;
+    // File I/O and parsing run off the async workers; a version that an
+    // active rollout's spec no longer validates against is refused.
+    let report = st.controller.reload_calendars().await?;
     for l in &report.refused {
         tracing::error!(problem = %l, "Calendar refused; the previous version stays in force.");
     }

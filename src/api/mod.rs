@@ -170,9 +170,12 @@ async fn readyz(State(st): State<AppState>) -> Response {
     if let Err(e) = c.store().ping().await {
         problems.push(json!({"code": "store_unreachable", "message": e.to_string()}));
     }
-    if !c.clock_trusted() {
-        let skew = c.clock_skew().map(|d| d.num_milliseconds());
-        problems.push(json!({"code": "clock_skew", "message": format!("clock skew {} ms exceeds max_clock_skew", skew.unwrap_or_default())}));
+    let clock = c.clock_status();
+    if let (Some(code), Some(problem)) = (clock.code, &clock.problem) {
+        problems.push(json!({"code": code, "message": problem}));
+    }
+    if let Some(why) = c.not_acting() {
+        problems.push(json!({"code": "not_acting", "message": why}));
     }
     let now = c.now();
     let coverage: Vec<_> = c
@@ -192,7 +195,8 @@ async fn readyz(State(st): State<AppState>) -> Response {
     let body = json!({
         "status": if problems.is_empty() { "ready" } else { "not_ready" },
         "problems": problems,
-        "clock_skew_ms": c.clock_skew().map(|d| d.num_milliseconds()),
+        "clock_skew_ms": clock.skew_ms,
+        "clock": clock,
         "calendars": coverage,
     });
     (status, Json(body)).into_response()

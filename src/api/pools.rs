@@ -16,9 +16,9 @@ use super::AppState;
 use super::auth::{Action, Caller};
 use super::errors::{self, ApiError, RawJson};
 use super::rollouts::load_spec;
+use crate::controller::AdoptError;
 use crate::engine::DRIFT_TOLERANCE;
 use crate::spec::Spec;
-use crate::store::{NewEvent, PoolRecord};
 use crate::traffic::{Orientation, Reading};
 
 #[derive(Debug, Deserialize)]
@@ -37,58 +37,37 @@ fn spec_within_hosts(st: &AppState, yaml: &str) -> Result<Spec, ApiError> {
     Ok(spec)
 }
 
-/// The orientation to read a target with: the stored one, or (never rolled
-/// out) the first pool as canary, as `Controller::start` does.
-async fn orientation(st: &AppState, spec: &Spec) -> Result<(Orientation, bool), ApiError> {
-    Ok(match st.controller.orientation_for(spec).await? {
-        Some(o) => (o, true),
-        None => {
-            let [a, b] = spec.traffic.pools().clone();
-            (Orientation { canary: a, live: b }, false)
-        }
-    })
+/// The orientation to read a target with: the controller's one answer
+/// (stored pools, or — never rolled out — what the weights say).
+async fn orientation(st: &AppState, spec: &Spec) -> Result<Orientation, ApiError> {
+    st.controller
+        .orientation_of(spec)
+        .await
+        .map(|(o, _)| o)
+        .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string()))
 }
 
 /// The `pools -o json` document (DESIGN §6).
 async fn pools_view(st: &AppState, spec: &Spec) -> Result<Value, ApiError> {
     let target = spec.traffic.target_id();
     let active = st.controller.store().active_on_target(&target).await?;
-    let (o, stored) = orientation(st, spec).await?;
-    let backend = st.controller.traffic().backend(&spec.traffic, &o);
-    let reading = backend.read().await;
-    let (mut live, mut idle) = (Some(o.live.name.clone()), Some(o.canary.name.clone()));
+    let (mut live, mut idle) = (None, None);
     let mut idle_shares: Vec<f64> = Vec::new();
     let mut reason: Option<String> = None;
-    match &reading {
-        Err(e) => reason = Some(format!("cannot read target {target}: {e}")),
-        Ok(r) => {
-            let shares = r.shares();
-            if let Some((ep, e)) = r
-                .endpoints
-                .iter()
-                .find_map(|(k, v)| v.as_ref().err().map(|e| (k, e)))
-            {
-                reason = Some(format!("endpoint {ep} did not answer: {e}"));
-            }
-            // Stored pools, or never rolled out and the first pool at 0
-            // everywhere: the canary (first pool) is idle.
-            if stored || shares.values().all(|s| *s <= DRIFT_TOLERANCE) {
-                idle_shares = shares.values().copied().collect();
-            } else if shares.values().all(|s| *s >= 100.0 - DRIFT_TOLERANCE) {
-                // The first pool carries everything: it is live.
-                std::mem::swap(&mut live, &mut idle);
-                idle_shares = shares.values().map(|s| 100.0 - s).collect();
-            } else {
-                live = None;
-                idle = None;
-                reason = Some(format!(
-                    "both pools carry traffic ({}); run `muhurat adopt FILE --live POOL` first",
-                    shares
-                        .iter()
-                        .map(|(e, s)| format!("{e}: {}={s:.1}%", o.canary.name))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
+    match st.controller.orientation_of(spec).await {
+        Err(e) => reason = Some(e.to_string()),
+        Ok((o, _)) => {
+            live = Some(o.live.name.clone());
+            idle = Some(o.canary.name.clone());
+            let backend = st.controller.traffic().backend(&spec.traffic, &o);
+            match backend.read().await {
+                Err(e) => reason = Some(format!("cannot read target {target}: {e}")),
+                Ok(r) => {
+                    if let Some((ep, e)) = r.unreachable().into_iter().next() {
+                        reason = Some(format!("endpoint {ep} did not answer: {e}"));
+                    }
+                    idle_shares = r.shares().values().copied().collect();
+                }
             }
         }
     }
@@ -150,8 +129,11 @@ pub struct AdoptBody {
     live: String,
 }
 
-/// Move all traffic to the named pool (a decrease of the other, allowed at
-/// any time), confirm it, and record the pools.
+/// Make the named pool the live one: allowed only as a decrease of the
+/// other pool towards the pool that carries the most (decided by the
+/// engine's target rules, written by the target's actuator through the
+/// gate, confirmed, then recorded). Anything else is refused and nothing is
+/// written.
 pub async fn adopt(
     State(st): State<AppState>,
     caller: Caller,
@@ -166,60 +148,25 @@ pub async fn adopt(
         return Err(errors::policy_violation(&v));
     }
     let [a, b] = spec.traffic.pools().clone();
-    let (live, idle) = if body.live == a.name {
-        (a, b)
-    } else if body.live == b.name {
-        (b, a)
-    } else {
+    if body.live != a.name && body.live != b.name {
         return Err(ApiError::bad_request(format!(
             "`live`: `{}` is not a pool of this spec ({} or {})",
             body.live, a.name, b.name
         )));
-    };
-    let target = spec.traffic.target_id();
-    if let Some(r) = st.controller.store().active_on_target(&target).await? {
-        return Err(errors::busy(&target, &r.id));
     }
-    let o = Orientation {
-        canary: idle.clone(),
-        live: live.clone(),
-    };
-    let backend = st.controller.traffic().backend(&spec.traffic, &o);
-    let rep = backend
-        .apply(0)
+    match st
+        .controller
+        .adopt(&spec, &body.live, &caller.principal)
         .await
-        .map_err(|e| ApiError::backend(format!("could not move traffic to {}: {e}", live.name)))?;
-    if !rep.confirmed {
-        return Err(ApiError::backend(format!(
-            "moving all traffic to {} was not confirmed on every endpoint: {}; pools unchanged",
-            live.name, rep.detail
-        )));
+    {
+        Ok(_) => {}
+        Err(AdoptError::Refused(m)) => {
+            return Err(ApiError::new(StatusCode::CONFLICT, "adopt_refused", m));
+        }
+        Err(AdoptError::Busy { target, rollout }) => return Err(errors::busy(&target, &rollout)),
+        Err(AdoptError::Backend(m)) => return Err(ApiError::backend(m)),
+        Err(AdoptError::Store(e)) => return Err(e.into()),
     }
-    let now = st.controller.now();
-    let store = st.controller.store();
-    store
-        .set_pool_state(&PoolRecord {
-            target: target.clone(),
-            live: live.name.clone(),
-            idle: idle.name.clone(),
-            updated_at: now,
-        })
-        .await?;
-    store
-        .append_event(&NewEvent {
-            at: now,
-            kind: "pools_adopted".into(),
-            principal: Some(caller.principal.clone()),
-            why: format!(
-                "{} adopted {} as the live pool of {target}; {} set to 0",
-                caller.principal, live.name, idle.name
-            ),
-            input: json!({"command": "adopt", "target": target, "live": live.name}).to_string(),
-            state: "server".into(),
-            ..Default::default()
-        })
-        .await?;
-    tracing::info!(by = %caller.principal, target = %target, live = %live.name, "Pools adopted.");
     st.changed();
     Ok(Json(pools_view(&st, &spec).await?))
 }
@@ -246,7 +193,17 @@ pub async fn check_target(
     let body: SpecBody = raw.parse()?;
     let spec = spec_within_hosts(&st, &body.spec)?;
     let target = spec.traffic.target_id();
-    let (o, _) = orientation(&st, &spec).await?;
+    let o = match st.controller.orientation_of(&spec).await {
+        Ok((o, _)) => o,
+        Err(e) => {
+            return Ok(Json(json!({
+                "target": target,
+                "ok": false,
+                "issues": [{"endpoint": target, "message": e.to_string()}],
+                "endpoints": [],
+            })));
+        }
+    };
     let backend = st.controller.traffic().backend(&spec.traffic, &o);
     let issues: Vec<Value> = match backend.preflight().await {
         Ok(is) => is
@@ -305,7 +262,7 @@ pub async fn check_metrics(
         .revision
         .or_else(|| active.as_ref().map(|r| r.revision.clone()))
         .unwrap_or_default();
-    let (o, _) = orientation(&st, &spec).await?;
+    let o = orientation(&st, &spec).await?;
     let vars = crate::gates::vars_for(&spec, &rollout, &revision, &o.canary.name)
         .map_err(|e| ApiError::internal(e.0))?;
     let now = st.controller.now();

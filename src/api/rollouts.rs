@@ -249,7 +249,7 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
             v["plan"] = json!(projected(spec, &cal, &r, now, frozen));
         }
         if !r.state.is_terminal()
-            && let Some(o) = c.orientation_for(spec).await?
+            && let Ok((o, true)) = c.orientation_of(spec).await
         {
             v["pools"] = json!({"canary": o.canary.name, "live": o.live.name, "canary_servers": o.canary.servers, "live_servers": o.live.servers});
         }

@@ -24,6 +24,8 @@ pub struct FileConfig {
     pub public_url: Option<String>,
     pub drift_interval: Option<String>,
     pub max_clock_skew: Option<String>,
+    /// Trust a clock the kernel reports unsynchronised (demos, tests).
+    pub allow_unsynced_clock: Option<bool>,
     pub log_format: Option<String>,
     /// Server-wide notifications (coverage, clock skew, store errors).
     pub notify: Option<Vec<ServerNotify>>,
@@ -47,6 +49,7 @@ pub struct Settings {
     pub public_url: Option<String>,
     pub drift_interval: TimeDelta,
     pub max_clock_skew: TimeDelta,
+    pub allow_unsynced_clock: bool,
     pub log_json: bool,
     /// Secret names of the server-wide webhooks.
     pub notify: Vec<String>,
@@ -77,6 +80,11 @@ pub struct ServerArgs {
     /// Above this clock skew no raise is made [default: 5s].
     #[arg(long, env = "MUHURAT_MAX_CLOCK_SKEW")]
     pub max_clock_skew: Option<String>,
+    /// Trust the clock even though the kernel reports it unsynchronised
+    /// (no NTP). For demos and test machines: in production run chrony or
+    /// ntpd instead. `/readyz` and every decision say it was used.
+    #[arg(long, env = "MUHURAT_ALLOW_UNSYNCED_CLOCK")]
+    pub allow_unsynced_clock: bool,
     /// text or json [default: text].
     #[arg(long, env = "MUHURAT_LOG_FORMAT")]
     pub log_format: Option<String>,
@@ -181,6 +189,8 @@ pub fn settings(args: &ServerArgs) -> Result<Settings, String> {
             args.max_clock_skew.clone().or(file.max_clock_skew),
             TimeDelta::seconds(5),
         )?,
+        allow_unsynced_clock: args.allow_unsynced_clock
+            || file.allow_unsynced_clock.unwrap_or(false),
         log_json: log_format == "json",
         notify,
         policy,
@@ -264,8 +274,12 @@ async fn serve(s: Settings) -> Result<(), String> {
         },
         journal: journal_path(&s.db),
         server_notify: s.notify.clone(),
+        allow_unsynced_clock: s.allow_unsynced_clock,
         ..Config::default()
     };
+    if s.allow_unsynced_clock {
+        tracing::warn!("--allow-unsynced-clock: an unsynchronised kernel clock is trusted for raises; every decision records it.");
+    }
     let controller = Controller::new(
         store,
         calendars.clone(),
@@ -273,6 +287,14 @@ async fn serve(s: Settings) -> Result<(), String> {
         metrics,
         Arc::new(SystemClock),
         cfg,
+    );
+    // The one-server lock is watched: on loss the controller sends nothing
+    // until it holds the lock again.
+    let watched = controller.clone();
+    let lock = lock.watch(
+        controller.store().clone(),
+        std::time::Duration::from_secs(5),
+        Arc::new(move |why| watched.set_acting(why)),
     );
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_task = tokio::spawn(controller.clone().run(stop_rx));
@@ -315,7 +337,10 @@ async fn serve(s: Settings) -> Result<(), String> {
     loop {
         tokio::select! {
             _ = hup.recv() => {
-                let r = calendars.reload();
+                let r = match controller.reload_calendars().await {
+                    Ok(r) => r,
+                    Err(e) => { tracing::error!(error = %e, "Calendar reload failed; the calendars in force stay."); continue; }
+                };
                 for l in &r.loaded { tracing::info!(calendar = %l, "Calendar loaded."); }
                 for l in &r.refused { tracing::error!(problem = %l, "Calendar refused; the previous version stays in force."); }
                 controller.poke();

@@ -95,6 +95,13 @@ impl Calendars {
 
     /// Re-read the folder. Each file is taken only if valid and newer.
     pub fn reload(&self) -> ReloadReport {
+        self.reload_with(|_| Ok(()))
+    }
+
+    /// [`Calendars::reload`], taking a new version only if `accept` says
+    /// so (the controller refuses one that active rollouts' specs no
+    /// longer validate against: docs/design.md, *Calendar reloads*).
+    pub fn reload_with(&self, accept: impl Fn(&Calendar) -> Result<(), String>) -> ReloadReport {
         let mut report = ReloadReport::default();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
@@ -139,10 +146,16 @@ impl Calendars {
                     "{shown}: version {} is not greater than {} in force; raise `version` with every change",
                     cal.version, cur.version
                 )),
-                _ => {
-                    report.loaded.push(format!("{} {}", cal.name, cal.version));
-                    map.insert(cal.name.clone(), Arc::new(cal));
-                }
+                _ => match accept(&cal) {
+                    Ok(()) => {
+                        report.loaded.push(format!("{} {}", cal.name, cal.version));
+                        map.insert(cal.name.clone(), Arc::new(cal));
+                    }
+                    Err(why) => report.refused.push(format!(
+                        "{shown}: version {} refused, the previous version stays in force: {why}",
+                        cal.version
+                    )),
+                },
             }
         }
         report

@@ -63,6 +63,7 @@ pub fn step(
 fn core(r: &Rollout) -> Rollout {
     let mut c = r.clone();
     c.observed.clear();
+    c.unreachable.clear();
     c.next_window = None;
     c.waiting_for = None;
     c
@@ -167,8 +168,11 @@ impl Machine<'_, '_> {
                 self.applied(version, share, confirmed, &detail);
                 Ok(())
             }
-            Input::Observed { shares } => {
-                self.observed(shares);
+            Input::Observed {
+                shares,
+                unreachable,
+            } => {
+                self.observed(shares, unreachable);
                 Ok(())
             }
         }
@@ -328,25 +332,43 @@ impl Machine<'_, '_> {
         let Some(w) = self.r.write.clone() else {
             return;
         };
+        // Not before the retry interval after the last failure (an attempt
+        // still in flight is de-duplicated by the controller).
+        let due = w.failed_at.is_none_or(|f| self.now >= f + APPLY_RETRY);
         match w.deadline {
             Some(deadline) if self.now >= deadline => self.expire_raise(&w),
-            Some(deadline) => {
-                if self.raise_gates().is_none() && self.window_containing(self.now).is_some() {
-                    self.effects.push(Effect::Apply {
-                        share: w.share,
-                        deadline: Some(deadline),
-                        drain_and_shutdown: false,
-                        version: w.version,
-                    });
+            Some(_) => {
+                if due
+                    && self.raise_gates().is_none()
+                    && self.window_containing(self.now).is_some()
+                {
+                    self.effects.push(self.apply_effect(&w));
                 }
             }
             // Decreases are retried until confirmed.
-            None => self.effects.push(Effect::Apply {
-                share: w.share,
-                deadline: None,
-                drain_and_shutdown: w.drain_and_shutdown,
-                version: w.version,
-            }),
+            None => {
+                if due {
+                    self.effects.push(self.apply_effect(&w));
+                }
+            }
+        }
+    }
+
+    /// The effect that executes write `w`: everything the actuator needs.
+    fn apply_effect(&self, w: &Write) -> Effect {
+        let shutdown_sessions = match &self.spec().traffic {
+            crate::spec::Traffic::Haproxy {
+                shutdown_sessions, ..
+            } => *shutdown_sessions,
+            crate::spec::Traffic::Consul { .. } => None,
+        };
+        Effect::Apply {
+            purpose: w.purpose,
+            share: w.share,
+            deadline: w.deadline,
+            drain_and_shutdown: w.drain_and_shutdown,
+            shutdown_sessions,
+            version: w.version,
         }
     }
 
@@ -364,9 +386,11 @@ impl Machine<'_, '_> {
             return;
         }
         if !confirmed {
+            let now = self.now;
             if let Some(w) = self.r.write.as_mut() {
                 w.failures += 1;
                 w.last_error = Some(detail.to_string());
+                w.failed_at = Some(now);
             }
             self.event(
                 EventKind::ApplyFailed,
@@ -398,21 +422,20 @@ impl Machine<'_, '_> {
         }
     }
 
-    fn observed(&mut self, shares: BTreeMap<String, f64>) {
+    fn observed(&mut self, shares: BTreeMap<String, f64>, unreachable: BTreeMap<String, String>) {
         if self.r.state.is_terminal() {
             return;
         }
         self.r.observed = shares;
+        self.r.unreachable = unreachable;
         if self.r.observed.is_empty() {
             return;
         }
+        // A rollback or abort completes only on its own confirmed write:
+        // every endpoint read back at 0 with the canary drained (invariant
+        // R). A reading alone says nothing about the drain, nor about an
+        // endpoint that did not answer.
         if self.r.state == State::RollingBack {
-            if self.r.observed.values().all(|v| *v <= DRIFT_TOLERANCE)
-                && let Some(w) = self.r.write.take()
-            {
-                self.r.ever_written = true;
-                self.finish_decrease(&w);
-            }
             return;
         }
         let lo = match &self.r.write {
@@ -449,6 +472,7 @@ impl Machine<'_, '_> {
             );
             self.event(EventKind::DriftDetected, why.clone());
             self.notify(EventKind::DriftDetected, why.clone());
+            self.void_override("drift");
             if self.r.state != State::Paused {
                 self.pause(PauseCause::Drift, "muhurat", &why);
             } else {
@@ -477,6 +501,7 @@ impl Machine<'_, '_> {
             self.event(EventKind::DriftDetected, why.clone());
             self.notify(EventKind::DriftDetected, why.clone());
             self.void_approvals("drift");
+            self.void_override("drift");
             if let Some(w) = self.r.write.take() {
                 self.event(
                     EventKind::RaiseCancelled,
@@ -524,6 +549,11 @@ impl Machine<'_, '_> {
             let counted = always || res.in_session;
             let since_t0 = at > t0;
             let st = self.r.checks.entry(check.name.clone()).or_default();
+            // An evaluation instant already counted (a journal replayed
+            // twice, a retried transition) is not counted again.
+            if st.last_at.is_some_and(|l| at <= l) {
+                continue;
+            }
             st.last_at = Some(at);
             match res.verdict {
                 Verdict::Pass => {
@@ -578,6 +608,7 @@ impl Machine<'_, '_> {
         self.event(EventKind::ChecksEvaluated, summary.join(", "));
         if failed_any {
             self.void_approvals("a check failed");
+            self.void_override("a check failed");
         }
         if let Some((name, n)) = over_failure.first().cloned() {
             self.on_failure(&name, n);
@@ -650,9 +681,14 @@ impl Machine<'_, '_> {
         }
         self.r.paused = None;
         self.r.desired = 0;
+        // Nothing to undo only when nothing was ever written and the last
+        // reading covered every endpoint at 0; otherwise write 0 and drain
+        // (harmless if already so) and wait for its confirmation.
         let untouched = self.r.confirmed == 0
             && !self.r.ever_written
             && self.r.write.is_none()
+            && !self.r.observed.is_empty()
+            && self.r.unreachable.is_empty()
             && self.r.observed.values().all(|v| *v <= DRIFT_TOLERANCE);
         if untouched {
             let w = Write {
@@ -665,6 +701,7 @@ impl Machine<'_, '_> {
                 why,
                 failures: 0,
                 last_error: None,
+                failed_at: None,
             };
             self.finish_decrease(&w);
             return;
@@ -705,13 +742,9 @@ impl Machine<'_, '_> {
             why,
             failures: 0,
             last_error: None,
+            failed_at: None,
         };
-        self.effects.push(Effect::Apply {
-            share,
-            deadline,
-            drain_and_shutdown: drain,
-            version: w.version,
-        });
+        self.effects.push(self.apply_effect(&w));
         self.r.write = Some(w);
     }
 
@@ -743,17 +776,6 @@ impl Machine<'_, '_> {
         if let Some(b) = &mut self.r.bake {
             b.since = b.since.max(self.now);
         }
-        if let Some(a) = self
-            .spec()
-            .analysis
-            .as_ref()
-            .filter(|a| !a.checks.is_empty())
-        {
-            self.effects.push(Effect::Evaluate {
-                t0: self.now,
-                every: a.interval,
-            });
-        }
     }
 
     fn pause(&mut self, cause: PauseCause, by: &str, reason: &str) {
@@ -784,6 +806,19 @@ impl Machine<'_, '_> {
         self.event(EventKind::Paused, format!("paused by {by}: {reason}"));
         if cause != PauseCause::Step {
             self.void_approvals("the rollout paused");
+        }
+        self.void_override("the rollout paused");
+    }
+
+    /// `resume --override-checks` applies to the next raise only, and only
+    /// while nothing new went wrong: a later failing check, pause or drift
+    /// voids it, so a later plain resume cannot raise on an old override.
+    fn void_override(&mut self, why: &str) {
+        if let Some(reason) = self.r.override_checks.take() {
+            self.event(
+                EventKind::StateChanged,
+                format!("check override ({reason}) voided: {why}"),
+            );
         }
     }
 
@@ -1250,15 +1285,27 @@ fn wake_at(r: &Rollout, now: DateTime<Utc>, ctx: &Ctx) -> Option<Effect> {
     }
     let mut at: Vec<(DateTime<Utc>, &str)> = Vec::new();
     if let Some(w) = &r.write {
+        let retry = w.failed_at.map_or(now + APPLY_RETRY, |f| {
+            (f + APPLY_RETRY).max(now + TimeDelta::milliseconds(100))
+        });
         match w.deadline {
-            Some(d) => at.push((d, "raise_deadline")),
-            None => at.push((now + APPLY_RETRY, "retry_decrease")),
+            Some(d) => at.push((d.min(retry), "raise_deadline_or_retry")),
+            None => at.push((retry, "retry_decrease")),
         }
     }
     match r.state {
         State::WaitingForWindow | State::WaitingForChecks => {
             if let Some(t) = r.next_window {
-                at.push((t.max(now), "window_opens"));
+                // A window already open but a raise blocked by the freeze,
+                // the clock or a DOWN canary: look again after a back-off,
+                // not at once (that would spin).
+                let blocked = ctx.frozen || !ctx.clock_trusted || !ctx.canary_up;
+                let t = if t <= now && blocked {
+                    now + RAISE_BLOCKED_RETRY
+                } else {
+                    t.max(now)
+                };
+                at.push((t, "window_opens"));
             }
         }
         State::Baking => match (ctx.spec.steps.get(r.step), &r.bake) {
@@ -1293,8 +1340,13 @@ fn next_close(cal: &Calendar, segment: &str, now: DateTime<Utc>) -> Option<DateT
         .max()
 }
 
+/// The first 12 characters of a hash for a message (char-safe: the hash
+/// may come from a client and need not be hex).
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    match hash.char_indices().nth(12) {
+        Some((i, _)) => &hash[..i],
+        None => hash,
+    }
 }
 
 fn fmt_share(v: f64) -> String {

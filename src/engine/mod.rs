@@ -37,6 +37,7 @@
 //!    always safe (idempotent), so stale timers need no bookkeeping.
 
 mod machine;
+pub mod target;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -59,6 +60,11 @@ pub const DRIFT_TOLERANCE: f64 = 0.5;
 /// How soon an unconfirmed write is retried. Decreases are retried until
 /// confirmed; a raise is retried until its deadline.
 pub const APPLY_RETRY: TimeDelta = TimeDelta::seconds(10);
+
+/// How soon a rollout whose window is open but whose raise is blocked (the
+/// freeze, an untrusted clock, no canary server UP) looks again. Without a
+/// back-off the wake-up would be "now" and the controller would spin.
+pub const RAISE_BLOCKED_RETRY: TimeDelta = TimeDelta::seconds(5);
 
 /// From this canary share up, an automatic rollback during a session first
 /// checks the live pool has UP servers (DESIGN §3): moving half or more of
@@ -151,6 +157,10 @@ pub struct Write {
     /// Unconfirmed outcomes so far, and the latest one's detail.
     pub failures: u32,
     pub last_error: Option<String>,
+    /// When the latest unconfirmed outcome came back: the next attempt is
+    /// not before `failed_at + APPLY_RETRY`.
+    #[serde(default)]
+    pub failed_at: Option<DateTime<Utc>>,
 }
 
 /// One check's verdict at one evaluation.
@@ -252,6 +262,9 @@ pub struct Rollout {
     pub confirmed: u32,
     /// Per endpoint, as last read (percent). A live field: not versioned.
     pub observed: BTreeMap<String, f64>,
+    /// Endpoints that did not answer the last read, with why. A live field.
+    #[serde(default)]
+    pub unreachable: BTreeMap<String, String>,
     pub write: Option<Write>,
     pub checks: BTreeMap<String, CheckStatus>,
     /// The latest confirmation: evaluations happen at `t0 + k·interval`.
@@ -295,6 +308,7 @@ impl Rollout {
             desired: 0,
             confirmed: 0,
             observed: BTreeMap::new(),
+            unreachable: BTreeMap::new(),
             write: None,
             checks: spec
                 .analysis
@@ -389,9 +403,12 @@ pub enum Input {
         confirmed: bool,
         detail: String,
     },
-    /// Canary share per endpoint, as read.
+    /// Canary share per endpoint, as read, and the endpoints that did not
+    /// answer (a reading with holes proves nothing about them).
     Observed {
         shares: BTreeMap<String, f64>,
+        #[serde(default)]
+        unreachable: BTreeMap<String, String>,
     },
 }
 
@@ -420,24 +437,28 @@ pub struct Ctx<'a> {
 }
 
 /// What the controller must do after committing the transition.
+///
+/// Check evaluations are not an effect: they are due at `t0 + k·interval`
+/// from the stored `t0`, which the controller derives its timer from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Effect {
-    /// Write the canary share to every endpoint and confirm it. For a raise
-    /// (`deadline` is Some) no write may happen at or after the deadline, nor
-    /// while frozen or the clock is untrusted; decreases have no deadline.
+    /// Write the canary share to every endpoint and confirm it. Everything
+    /// the actuator needs is here; it decides nothing. For a raise
+    /// (`deadline` is Some) the gate refuses every command at or after the
+    /// deadline (less the command's timeout), while frozen or while the
+    /// clock is untrusted; decreases have no deadline and may never raise
+    /// any endpoint.
     Apply {
+        purpose: Purpose,
         share: u32,
         deadline: Option<DateTime<Utc>>,
+        /// Rollback and abort: drain the canary servers after the weights.
         drain_and_shutdown: bool,
+        /// With `drain_and_shutdown`: shut the canary's sessions (`None`:
+        /// the backend's default, true for HAProxy `mode tcp`).
+        shutdown_sessions: Option<bool>,
         version: u64,
-    },
-    /// (Re)start the check timer: evaluate at `t0 + k·every`, k ≥ 1, until
-    /// the rollout ends.
-    Evaluate {
-        t0: DateTime<Utc>,
-        #[serde(with = "secs")]
-        every: TimeDelta,
     },
     Notify {
         kind: EventKind,
@@ -448,21 +469,10 @@ pub enum Effect {
         at: DateTime<Utc>,
         token: String,
     },
-    /// The rollout succeeded: the idle pool becomes live.
+    /// The rollout succeeded: the idle pool becomes live. The controller
+    /// writes the pool record in the same store transaction as the event
+    /// (invariant P); it is never executed after the commit.
     SwapPools,
-}
-
-mod secs {
-    use chrono::TimeDelta;
-    use serde::{Deserialize, Deserializer, Serializer};
-
-    pub fn serialize<S: Serializer>(d: &TimeDelta, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_i64(d.num_seconds())
-    }
-
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<TimeDelta, D::Error> {
-        Ok(TimeDelta::seconds(i64::deserialize(d)?))
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

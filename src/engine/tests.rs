@@ -255,10 +255,6 @@ fn confirmation_starts_checks_and_the_bake() {
     assert_eq!(tr.rollout.confirmed, 10);
     assert_eq!(tr.rollout.state, State::Baking);
     assert_eq!(tr.rollout.t0, Some(ist(3, "16:01")));
-    assert!(tr.effects.contains(&Effect::Evaluate {
-        t0: ist(3, "16:01"),
-        every: TimeDelta::minutes(10)
-    }));
     assert_eq!(
         tr.rollout.waiting_for.as_deref(),
         Some("bake: 0 of 1 equity trading days observed")
@@ -495,7 +491,7 @@ fn approvals_need_distinct_unexpired_principals() {
 #[rstest]
 #[case::failed_check(results(ist(4, "16:01"), Verdict::Fail, false))]
 #[case::pause(Input::Pause { by: "asha".into(), reason: None })]
-#[case::drift(Input::Observed { shares: [("unix:/run/h.sock".to_string(), 0.0)].into() })]
+#[case::drift(Input::Observed { shares: [("unix:/run/h.sock".to_string(), 0.0)].into(), unreachable: Default::default() })]
 fn approvals_are_voided_by(#[case] input: Input) {
     let steps = "  - set_weight: 10\n  - approval: {min: 2}\n  - set_weight: 100";
     let w = World::new(load(steps, CHECKS, ""));
@@ -736,6 +732,7 @@ fn drift_towards_less_pauses_and_is_not_raised_back() {
     let tr = w.step(
         &r,
         Input::Observed {
+            unreachable: Default::default(),
             shares: shares.into(),
         },
         ist(3, "17:00"),
@@ -775,6 +772,7 @@ fn drift_towards_more_is_decreased_at_once() {
     let tr = w.step(
         &r,
         Input::Observed {
+            unreachable: Default::default(),
             shares: shares.into(),
         },
         ist(4, "11:00"),
@@ -795,6 +793,7 @@ fn rounding_is_not_drift() {
     let tr = w.step(
         &r,
         Input::Observed {
+            unreachable: Default::default(),
             shares: shares.into(),
         },
         ist(4, "11:00"),
@@ -829,7 +828,8 @@ fn abort_after_a_raise_drains_and_waits_for_zero() {
     let tr = w.step(&r, abort, ist(4, "11:00"));
     assert_eq!(tr.rollout.state, State::RollingBack);
     assert_eq!(applies(&tr), vec![(0, None, true)]);
-    // Observed zero everywhere also ends it.
+    // A reading of zero everywhere does not end it: only the abort's own
+    // confirmed write does (0 read back twice and the canary drained).
     let shares = [
         ("unix:/run/h.sock".to_string(), 0.0),
         ("tcp:10.0.0.5:9999".to_string(), 0.0),
@@ -837,10 +837,14 @@ fn abort_after_a_raise_drains_and_waits_for_zero() {
     let tr = w.step(
         &tr.rollout,
         Input::Observed {
+            unreachable: Default::default(),
             shares: shares.into(),
         },
         ist(4, "11:01"),
     );
+    assert_eq!(tr.rollout.state, State::RollingBack);
+    let v = tr.rollout.write.as_ref().unwrap().version;
+    let tr = w.step(&tr.rollout, applied(v, 0), ist(4, "11:01"));
     assert_eq!(tr.rollout.state, State::Aborted);
     assert_eq!(tr.rollout.confirmed, 0);
     let again = Input::Abort {
@@ -976,6 +980,7 @@ fn input_for(a: &Action, r: &Rollout, now: DateTime<Utc>) -> Option<Input> {
         }
         Action::ApplyStale => applied(r.version + 7, 100),
         Action::Observe(v) => Input::Observed {
+            unreachable: Default::default(),
             shares: [("unix:/run/h.sock".to_string(), *v)].into(),
         },
         Action::Approve(i) => Input::Approve {
@@ -1135,4 +1140,95 @@ proptest! {
         prop_assert_eq!(r.confirmed, 0);
         prop_assert_eq!(r.desired, 0);
     }
+}
+
+// ---- regression tests for the safety-kernel review (docs/design.md) -------
+
+/// Defect 4: a rollback was declared complete from a partial reading — the
+/// shares of the endpoints that answered — while another endpoint was hung.
+#[test]
+fn rollback_is_not_complete_from_a_partial_reading() {
+    let w = World::std();
+    let r = w.at_ten_percent();
+    let abort = Input::Abort {
+        by: "asha".into(),
+        reason: "wrong build".into(),
+    };
+    let tr = w.step(&r, abort, ist(4, "11:00"));
+    let tr = w.step(
+        &tr.rollout,
+        Input::Observed {
+            shares: [("unix:/run/h.sock".to_string(), 0.0)].into(),
+            unreachable: [("tcp:10.0.0.5:9999".to_string(), "timed out".to_string())].into(),
+        },
+        ist(4, "11:01"),
+    );
+    assert_eq!(tr.rollout.state, State::RollingBack);
+    // Its write failed on the hung endpoint: still rolling back, retried.
+    let v = tr.rollout.write.as_ref().unwrap().version;
+    let failed = Input::Applied {
+        version: v,
+        share: 0,
+        confirmed: false,
+        detail: "endpoint tcp:10.0.0.5:9999: timed out".into(),
+    };
+    let tr = w.step(&tr.rollout, failed, ist(4, "11:01"));
+    assert_eq!(tr.rollout.state, State::RollingBack);
+    assert!(applies(&tr).is_empty(), "not before the retry interval");
+    let tr = w.step(&tr.rollout, Input::Tick, ist(4, "11:01") + APPLY_RETRY);
+    assert_eq!(applies(&tr), vec![(0, None, true)], "retried with the drain");
+    let tr = w.step(&tr.rollout, applied(v, 0), ist(4, "11:02"));
+    assert_eq!(tr.rollout.state, State::Aborted);
+}
+
+/// Defect 8: `resume --override-checks` stayed armed after a later failing
+/// check, so a later plain resume raised on the old override.
+#[test]
+fn check_override_is_voided_by_a_later_failing_check_or_pause() {
+    let w = World::std();
+    let mut r = w.at_ten_percent();
+    r.override_checks = Some("no traffic on Sunday".into());
+    let tr = w.step(&r, results(ist(4, "11:00"), Verdict::Fail, true), ist(4, "11:00"));
+    assert_eq!(tr.rollout.override_checks, None, "a failing check voids it");
+    let mut r = w.at_ten_percent();
+    r.override_checks = Some("no traffic on Sunday".into());
+    let pause = Input::Pause {
+        by: "asha".into(),
+        reason: Some("looking".into()),
+    };
+    let tr = w.step(&r, pause, ist(4, "11:00"));
+    assert_eq!(tr.rollout.override_checks, None, "a pause voids it");
+}
+
+/// Defect 15: replaying a journal twice counted the same evaluation twice.
+#[test]
+fn the_same_evaluation_instant_is_counted_once() {
+    let w = World::std();
+    let r = w.at_ten_percent();
+    let at = ist(4, "11:00");
+    let tr = w.step(&r, results(at, Verdict::Pass, true), at);
+    let once: Vec<u32> = tr.rollout.checks.values().map(|c| c.passes).collect();
+    let tr2 = w.step(&tr.rollout, results(at, Verdict::Pass, true), at);
+    let twice: Vec<u32> = tr2.rollout.checks.values().map(|c| c.passes).collect();
+    assert_eq!(once, twice);
+    assert!(once.iter().all(|p| *p >= 1));
+}
+
+/// Defect 12: with a window open and the raise blocked, the next wake-up
+/// was "now" — a pass every 50 ms.
+#[test]
+fn a_blocked_raise_in_an_open_window_backs_off() {
+    let mut w = World::std();
+    w.frozen = true;
+    let r = w.new_rollout(ist(3, "16:00"));
+    let tr = w.step(&r, Input::PreflightPassed, ist(3, "16:30"));
+    assert_eq!(tr.rollout.state, State::WaitingForWindow);
+    let wake = tr.effects.iter().find_map(|e| match e {
+        Effect::WakeAt { at, .. } => Some(*at),
+        _ => None,
+    });
+    assert!(
+        wake.is_some_and(|at| at >= ist(3, "16:30") + RAISE_BLOCKED_RETRY),
+        "{wake:?}"
+    );
 }

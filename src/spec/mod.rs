@@ -137,6 +137,15 @@ pub struct Pool {
     pub servers: Vec<String>,
 }
 
+/// Which pool is the canary (idle, receiving the new version) and which is
+/// live, for one target. Decided in one place only:
+/// [`crate::engine::target::orientation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Orientation {
+    pub canary: Pool,
+    pub live: Pool,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Traffic {

@@ -5,6 +5,14 @@
 //! kernel if the process dies). PostgreSQL: a session advisory lock held on a
 //! dedicated connection for the server's lifetime (released when the
 //! connection closes, including on a crash).
+//!
+//! A held lock is watched ([`ServerLock::watch`]): if the PostgreSQL
+//! connection that holds the advisory lock drops (a network blip, a
+//! restarted database, `pg_terminate_backend`), the lock is gone while this
+//! process keeps running — another server could take it and act. The
+//! watcher then tells the controller to stop sending any write, tries to
+//! take the lock again on a fresh connection, and tells it to act again
+//! once it holds it.
 
 use std::fs::{File, OpenOptions, TryLockError};
 
@@ -75,19 +83,92 @@ impl ServerLock {
                     }
                 }
             }
-            Backend::Postgres => {
-                let mut conn = store.pool().acquire().await?.detach();
-                let row = sqlx::query(PG_LOCK_SQL).fetch_one(&mut conn).await?;
-                let ok: bool = row.try_get("ok")?;
-                if ok {
-                    Ok(ServerLock::Postgres(conn))
-                } else {
-                    let _ = conn.close().await;
-                    Err(StoreError::Locked(
-                        "the PostgreSQL database (advisory lock)".into(),
-                    ))
+            Backend::Postgres => Self::acquire_pg(store).await.map_err(|e| match e {
+                StoreError::Locked(_) => {
+                    StoreError::Locked("the PostgreSQL database (advisory lock)".into())
+                }
+                other => other,
+            }),
+        }
+    }
+}
+
+/// What a lock watcher reports: `None` while the lock is held, else why not.
+pub type LockReport = std::sync::Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+/// A running lock watcher; [`LockWatcher::release`] stops it and frees the
+/// lock.
+pub struct LockWatcher {
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Option<ServerLock>>,
+}
+
+impl LockWatcher {
+    pub async fn release(self) {
+        let _ = self.stop.send(true);
+        if let Ok(Some(lock)) = self.task.await {
+            lock.release().await;
+        }
+    }
+}
+
+impl ServerLock {
+    /// Watch the lock every `every`; `report` hears of every loss and
+    /// recovery. A SQLite file lock cannot be lost while the process lives.
+    pub fn watch(self, store: Store, every: std::time::Duration, report: LockReport) -> LockWatcher {
+        let (stop, mut stopped) = tokio::sync::watch::channel(false);
+        let task = tokio::spawn(async move {
+            let mut held = Some(self);
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep(every) => {}
+                    _ = stopped.changed() => return held,
+                }
+                match held.take() {
+                    Some(ServerLock::Postgres(mut conn)) => {
+                        let alive = tokio::time::timeout(
+                            std::time::Duration::from_secs(3),
+                            sqlx::query("SELECT 1").execute(&mut conn),
+                        )
+                        .await;
+                        match alive {
+                            Ok(Ok(_)) => held = Some(ServerLock::Postgres(conn)),
+                            Ok(Err(e)) => report(Some(format!(
+                                "lost the PostgreSQL one-server lock (its connection failed: {e}); another server may act — retrying"
+                            ))),
+                            Err(_) => report(Some(
+                                "lost the PostgreSQL one-server lock (its connection did not answer in 3 s); another server may act — retrying"
+                                    .into(),
+                            )),
+                        }
+                    }
+                    Some(other) => held = Some(other),
+                    None => match ServerLock::acquire_pg(&store).await {
+                        Ok(lock) => {
+                            report(None);
+                            held = Some(lock);
+                        }
+                        Err(e) => report(Some(format!(
+                            "the PostgreSQL one-server lock is not held ({e}); no write is sent until it is"
+                        ))),
+                    },
                 }
             }
+        });
+        LockWatcher { stop, task }
+    }
+
+    async fn acquire_pg(store: &Store) -> Result<ServerLock> {
+        let mut conn = store.pool().acquire().await?.detach();
+        let row = sqlx::query(PG_LOCK_SQL).fetch_one(&mut conn).await?;
+        let ok: bool = row.try_get("ok")?;
+        if ok {
+            Ok(ServerLock::Postgres(conn))
+        } else {
+            let _ = conn.close().await;
+            Err(StoreError::Locked(
+                "the PostgreSQL database (advisory lock held by another server)".into(),
+            ))
         }
     }
 }

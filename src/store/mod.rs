@@ -122,10 +122,14 @@ pub struct EventRecord {
 }
 
 /// A notification to deliver once its transition has committed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct NewOutbox {
     pub channel: String,
     pub payload: String,
+    /// Inside a transition: the index (in [`Update::events`]) of the event
+    /// this notification belongs to. Each notification must name its own
+    /// event: the outbox is de-duplicated by (event, channel).
+    pub event: usize,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -145,8 +149,11 @@ pub struct Update {
     pub data: String,
     pub next_wake: Option<DateTime<Utc>>,
     pub events: Vec<NewEvent>,
-    /// Notifications, each tied to the first event of this update.
+    /// Notifications, each tied to its event ([`NewOutbox::event`]).
     pub outbox: Vec<NewOutbox>,
+    /// The pools of the rollout's target change in the same transaction as
+    /// the event that causes it (a success swaps them: invariant P).
+    pub pools: Option<PoolRecord>,
 }
 
 /// The outcome of a committed transition.
@@ -305,7 +312,10 @@ impl Store {
                             use sqlx::Executor;
                             conn.execute("PRAGMA journal_mode = WAL").await?;
                             conn.execute("PRAGMA busy_timeout = 5000").await?;
-                            conn.execute("PRAGMA synchronous = NORMAL").await?;
+                            // FULL: a committed decision survives a power
+                            // failure before its effect runs (persist
+                            // before acting); NORMAL could lose it.
+                            conn.execute("PRAGMA synchronous = FULL").await?;
                             conn.execute("PRAGMA foreign_keys = ON").await?;
                             Ok(())
                         })
@@ -626,17 +636,21 @@ impl Store {
                 found: -1,
             });
         }
-        let mut first_seq = None;
+        let mut seqs = Vec::with_capacity(update.events.len());
         for e in &update.events {
             let mut e = e.clone();
             e.version = version;
-            let seq = self.append_in(&mut tx, &e).await?;
-            first_seq.get_or_insert(seq);
+            seqs.push(self.append_in(&mut tx, &e).await?);
         }
-        if let Some(seq) = first_seq {
-            for o in &update.outbox {
-                self.enqueue_in(&mut tx, seq, o, now).await?;
+        let first_seq = seqs.first().copied();
+        for o in &update.outbox {
+            let seq = seqs.get(o.event).or(seqs.last());
+            if let Some(seq) = seq {
+                self.enqueue_in(&mut tx, *seq, o, now).await?;
             }
+        }
+        if let Some(p) = &update.pools {
+            self.set_pool_state_in(&mut tx, p).await?;
         }
         tx.commit().await?;
         let record = RolloutRecord {
@@ -716,6 +730,26 @@ impl Store {
     }
 
     pub async fn set_pool_state(&self, p: &PoolRecord) -> Result<()> {
+        let mut tx = self.begin().await?;
+        self.set_pool_state_in(&mut tx, p).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Record the pools together with the event that decides them (adopt).
+    pub async fn set_pool_state_with_event(&self, p: &PoolRecord, e: &NewEvent) -> Result<i64> {
+        let mut tx = self.begin().await?;
+        self.set_pool_state_in(&mut tx, p).await?;
+        let seq = self.append_in(&mut tx, e).await?;
+        tx.commit().await?;
+        Ok(seq)
+    }
+
+    async fn set_pool_state_in(
+        &self,
+        tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+        p: &PoolRecord,
+    ) -> Result<()> {
         sqlx::query(&self.q(
             "INSERT INTO pools (target, live, idle, updated_at) VALUES ($1, $2, $3, $4) \
              ON CONFLICT (target) DO UPDATE SET live = excluded.live, idle = excluded.idle, updated_at = excluded.updated_at",
@@ -724,7 +758,7 @@ impl Store {
         .bind(&p.live)
         .bind(&p.idle)
         .bind(ms(p.updated_at))
-        .execute(&self.pool)
+        .execute(&mut **tx)
         .await?;
         Ok(())
     }

@@ -123,6 +123,7 @@ async fn one_active_rollout_per_target(b: Backend) {
             next_wake: None,
             events: vec![event("r1", "aborted", "2026-11-26T11:00:00Z")],
             outbox: vec![],
+            pools: None,
         }))
     })
     .await
@@ -160,10 +161,21 @@ async fn transition_bumps_version_and_appends_events(b: Backend) {
                     event("r1", "preflight_passed", "2026-11-26T10:00:05Z"),
                     event("r1", "waiting", "2026-11-26T10:00:05Z"),
                 ],
-                outbox: vec![NewOutbox {
-                    channel: "webhook:mm".into(),
-                    payload: "{}".into(),
-                }],
+                // Two notifications on one channel, each for its own event
+                // (a rollback: "started" and "rolled back"): both are queued.
+                outbox: vec![
+                    NewOutbox {
+                        channel: "webhook:mm".into(),
+                        payload: "{\"n\":1}".into(),
+                        event: 0,
+                    },
+                    NewOutbox {
+                        channel: "webhook:mm".into(),
+                        payload: "{\"n\":2}".into(),
+                        event: 1,
+                    },
+                ],
+                pools: None,
             }))
         })
         .await
@@ -183,12 +195,11 @@ async fn transition_bumps_version_and_appends_events(b: Backend) {
     // Events carry the version they produced.
     assert_eq!(ev[1].event.version, 2);
     assert_eq!(c.first_seq, Some(ev[1].seq));
+    let due = s.outbox_due(t("2026-11-26T10:00:05Z"), 10).await.unwrap();
     assert_eq!(
-        s.outbox_due(t("2026-11-26T10:00:05Z"), 10)
-            .await
-            .unwrap()
-            .len(),
-        1
+        due.iter().map(|o| o.payload.as_str()).collect::<Vec<_>>(),
+        ["{\"n\":1}", "{\"n\":2}"],
+        "one_transition_with_several_notifications_keeps_them_all"
     );
 }
 
@@ -240,6 +251,7 @@ async fn concurrent_transitions_serialise(b: Backend) {
                     next_wake: None,
                     events: vec![event("r1", "tick", "2026-11-26T10:00:00Z")],
                     outbox: vec![],
+                    pools: None,
                 }))
             })
             .await
@@ -433,6 +445,7 @@ async fn outbox_at_least_once_deduplicated(b: Backend) {
     let o = NewOutbox {
         channel: "webhook:mm".into(),
         payload: r#"{"text":"hi"}"#.into(),
+        ..Default::default()
     };
     s.enqueue(7, &o, now).await.unwrap();
     s.enqueue(7, &o, now).await.unwrap();

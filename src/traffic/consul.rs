@@ -29,7 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use super::haproxy::{HaproxyBackend, HaproxyLimits, compute_weights};
 use super::{
-    ApplyReport, EndpointReading, Orientation, PreflightIssue, Reading, TrafficBackend,
+    ApplyReport, EndpointReading, Orientation, Permit, PreflightIssue, Reading, TrafficBackend,
     TrafficError, TrafficFactory,
 };
 use crate::secrets::Secrets;
@@ -482,7 +482,7 @@ impl ConsulBackend {
     /// is reported either way, and its index is then remembered, so it is
     /// reported once: the controller pauses, and the write after a human
     /// resumes goes through.
-    async fn write_doc(&self, share: u32) -> Result<Written, TrafficError> {
+    async fn write_doc(&self, share: u32, permit: &Permit) -> Result<Written, TrafficError> {
         let want = self.document(share)?;
         let body = serde_json::to_vec(&want)
             .map_err(|e| TrafficError::Other(format!("cannot encode the document: {e}")))?;
@@ -541,6 +541,20 @@ impl ConsulBackend {
                     )));
                 }
             }
+            // The gate, right before the PUT: the share the document gives
+            // the canary now (a missing or unreadable one counts as 0, so
+            // anything above 0 needs a raise permit) against what we write.
+            let baseline = match &found_share {
+                Some(Ok(s)) => *s,
+                _ => 0.0,
+            };
+            permit.admit(
+                &id,
+                &format!("PUT {} ({share}%, cas={cas})", self.target.key),
+                baseline,
+                want.effective_share,
+                self.limits.request_timeout + self.limits.connect_timeout,
+            )?;
             if self.put_cas(cas, body.clone()).await? {
                 let index = self.learn_index(&want).await;
                 let conflict = conflict.map(|c| {
@@ -694,8 +708,8 @@ impl ConsulBackend {
 
 #[async_trait]
 impl TrafficBackend for ConsulBackend {
-    async fn apply(&self, share: u32) -> Result<ApplyReport, TrafficError> {
-        let written = self.write_doc(share).await?;
+    async fn apply(&self, share: u32, permit: &Permit) -> Result<ApplyReport, TrafficError> {
+        let written = self.write_doc(share, permit).await?;
         if let Some(c) = written.conflict {
             return Err(TrafficError::Conflict(c));
         }
@@ -705,14 +719,18 @@ impl TrafficBackend for ConsulBackend {
     /// 0 in the document and, at the same time, on the `verify` sockets
     /// (weights, drain, optionally session shutdown) — which only works when
     /// they are `level admin`; read-only sockets leave it to the template.
-    async fn rollback(&self, shutdown_sessions: bool) -> Result<ApplyReport, TrafficError> {
+    async fn rollback(
+        &self,
+        shutdown_sessions: bool,
+        permit: &Permit,
+    ) -> Result<ApplyReport, TrafficError> {
         let runtime = async {
             match &self.verify {
-                Some(h) => Some(h.rollback(shutdown_sessions).await),
+                Some(h) => Some(h.rollback(shutdown_sessions, permit).await),
                 None => None,
             }
         };
-        let (doc, runtime) = tokio::join!(self.write_doc(0), runtime);
+        let (doc, runtime) = tokio::join!(self.write_doc(0, permit), runtime);
         let runtime_note = match runtime {
             None => None,
             Some(Ok(r)) if r.confirmed => None,
@@ -819,12 +837,12 @@ impl TrafficBackend for ConsulBackend {
         Ok(issues)
     }
 
-    async fn prepare(&self) -> Result<(), TrafficError> {
+    async fn prepare(&self, permit: &Permit) -> Result<(), TrafficError> {
         // Only our own rollback (through admin-level verify sockets) drains
         // servers; undo that. Nothing to do in KV: the next write sets the
         // canary pool's weights.
         match &self.verify {
-            Some(h) => h.prepare().await,
+            Some(h) => h.prepare(permit).await,
             None => Ok(()),
         }
     }
@@ -909,10 +927,10 @@ struct Refuse(TrafficError);
 
 #[async_trait]
 impl TrafficBackend for Refuse {
-    async fn apply(&self, _: u32) -> Result<ApplyReport, TrafficError> {
+    async fn apply(&self, _: u32, _: &Permit) -> Result<ApplyReport, TrafficError> {
         Err(self.0.clone())
     }
-    async fn rollback(&self, _: bool) -> Result<ApplyReport, TrafficError> {
+    async fn rollback(&self, _: bool, _: &Permit) -> Result<ApplyReport, TrafficError> {
         Err(self.0.clone())
     }
     async fn read(&self) -> Result<Reading, TrafficError> {
@@ -921,7 +939,7 @@ impl TrafficBackend for Refuse {
     async fn preflight(&self) -> Result<Vec<PreflightIssue>, TrafficError> {
         Err(self.0.clone())
     }
-    async fn prepare(&self) -> Result<(), TrafficError> {
+    async fn prepare(&self, _: &Permit) -> Result<(), TrafficError> {
         Err(self.0.clone())
     }
 }

@@ -25,7 +25,7 @@ use async_trait::async_trait;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::{
-    ApplyReport, EndpointReading, Orientation, PreflightIssue, Reading, TrafficBackend,
+    ApplyReport, EndpointReading, Orientation, Permit, PreflightIssue, Reading, TrafficBackend,
     TrafficError, TrafficFactory,
 };
 use crate::spec::{Endpoint, Traffic};
@@ -37,6 +37,7 @@ pub const MAX_WEIGHT: u32 = 256;
 /// (forced, inherited, from config, from DNS resolution, from a hostname
 /// problem) and the two drain flags (forced, inherited).
 const ADMIN_MAINT: u32 = 0x01 | 0x02 | 0x04 | 0x20 | 0x40;
+const ADMIN_FMAINT: u32 = 0x01;
 const ADMIN_FDRAIN: u32 = 0x08;
 const ADMIN_DRAIN: u32 = ADMIN_FDRAIN | 0x10;
 /// `srv_op_state` 2 = SRV_ST_RUNNING (UP); 3 = stopping; 0/1 = down/starting.
@@ -185,6 +186,7 @@ impl HaproxyBackend {
     pub async fn apply_timed(
         &self,
         share: u32,
+        permit: &Permit,
     ) -> Result<(ApplyReport, ApplyTimings), TrafficError> {
         if share > 100 {
             return Err(TrafficError::Other(format!(
@@ -193,9 +195,14 @@ impl HaproxyBackend {
         }
         self.check_names()?;
         let started = Instant::now();
-        let writes = join_all(self.endpoints.iter().map(|ep| self.write_share(ep, share))).await;
+        let writes = join_all(
+            self.endpoints
+                .iter()
+                .map(|ep| self.write_share(ep, share, permit)),
+        )
+        .await;
         let write = started.elapsed();
-        let report = self.confirm(share, writes).await;
+        let report = self.confirm(share, writes, false).await;
         Ok((
             report,
             ApplyTimings {
@@ -208,10 +215,11 @@ impl HaproxyBackend {
     // ---- per-endpoint operations -------------------------------------
 
     /// Read configured weights, compute and write the weights for `share`.
-    async fn write_share(&self, ep: &Endpoint, share: u32) -> EpResult<WeightPlan> {
+    async fn write_share(&self, ep: &Endpoint, share: u32, permit: &Permit) -> EpResult<WeightPlan> {
         let servers = self.servers_state(ep).await?;
         let plan = self.plan_for(ep, &servers, share)?;
-        self.write_weights(ep, &servers, &plan.weights).await?;
+        let mut wire = Wire::new(self, ep, &servers, permit);
+        self.write_weights(&mut wire, &plan.weights).await?;
         Ok(plan)
     }
 
@@ -242,13 +250,13 @@ impl HaproxyBackend {
     /// matters for the requests that land in between.)
     async fn write_weights(
         &self,
-        ep: &Endpoint,
-        current: &[ServerState],
+        wire: &mut Wire<'_>,
         weights: &BTreeMap<String, u32>,
     ) -> EpResult<()> {
-        let now: BTreeMap<&str, u32> = current
+        let now: BTreeMap<String, u32> = wire
+            .model
             .iter()
-            .map(|s| (s.name.as_str(), s.uweight))
+            .map(|s| (s.name.clone(), s.uweight))
             .collect();
         let canary: BTreeSet<&str> = self
             .orientation
@@ -272,7 +280,7 @@ impl HaproxyBackend {
             }
         }
         for (name, w) in phases.iter().flatten() {
-            self.set(ep, &format!("set weight {}/{name} {w}", self.backend))
+            wire.send(&format!("set weight {}/{name} {w}", self.backend))
                 .await?;
         }
         Ok(())
@@ -329,7 +337,12 @@ impl HaproxyBackend {
 
     /// Read every endpoint that was written twice, `confirm_interval` apart,
     /// and compare with what was written.
-    async fn confirm(&self, share: u32, writes: Vec<EpResult<WeightPlan>>) -> ApplyReport {
+    async fn confirm(
+        &self,
+        share: u32,
+        writes: Vec<EpResult<WeightPlan>>,
+        drained: bool,
+    ) -> ApplyReport {
         let checks = self
             .endpoints
             .iter()
@@ -347,6 +360,9 @@ impl HaproxyBackend {
                 }
                 for state in [&first, &second] {
                     self.compare(ep, &plan.weights, state)?;
+                    if drained {
+                        self.check_drained(ep, state)?;
+                    }
                 }
                 Ok(plan.effective_share)
             });
@@ -417,6 +433,26 @@ impl HaproxyBackend {
         }
     }
 
+    /// A rollback is done only when the canary servers take no new
+    /// traffic: drained, or put in maintenance by someone.
+    fn check_drained(&self, ep: &Endpoint, state: &[ServerState]) -> EpResult<()> {
+        let not: Vec<&str> = state
+            .iter()
+            .filter(|s| self.orientation.canary.servers.contains(&s.name))
+            .filter(|s| s.admin_state & (ADMIN_MAINT | ADMIN_DRAIN) == 0)
+            .map(|s| s.name.as_str())
+            .collect();
+        if not.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "endpoint {ep}: {}/{} not drained",
+                self.backend,
+                not.join(", ")
+            ))
+        }
+    }
+
     fn reading(&self, servers: &[ServerState]) -> EndpointReading {
         let pool = |p: &crate::spec::Pool| -> Vec<&ServerState> {
             servers
@@ -476,19 +512,31 @@ impl HaproxyBackend {
 
     /// Rollback on one endpoint: canary to 0 (live to its share-0 weights),
     /// drain the canary servers, optionally shut their sessions.
-    async fn rollback_endpoint(&self, ep: &Endpoint, shutdown: bool) -> EpResult<WeightPlan> {
+    async fn rollback_endpoint(
+        &self,
+        ep: &Endpoint,
+        shutdown: bool,
+        permit: &Permit,
+    ) -> EpResult<WeightPlan> {
         let b = &self.backend;
-        let plan = match self.servers_state(ep).await {
+        let (plan, mut wire) = match self.servers_state(ep).await {
             Ok(servers) => {
                 let plan = self.plan_for(ep, &servers, 0)?;
-                self.write_weights(ep, &servers, &plan.weights).await?;
-                plan
+                let mut wire = Wire::new(self, ep, &servers, permit);
+                self.write_weights(&mut wire, &plan.weights).await?;
+                (plan, wire)
             }
             Err(read_err) => {
                 // Cannot read the configured weights: still take the canary
                 // out blind — a rollback must not depend on a healthy read.
+                // Weight 0 on a canary server can only lower the canary's
+                // share, which is what the gate is told.
                 for s in &self.orientation.canary.servers {
-                    self.set(ep, &format!("set weight {b}/{s} 0"))
+                    let cmd = format!("set weight {b}/{s} 0");
+                    permit
+                        .admit(&ep.to_string(), &cmd, 0.0, 0.0, self.command_budget())
+                        .map_err(|e| e.to_string())?;
+                    self.set(ep, &cmd)
                         .await
                         .map_err(|e| format!("{read_err}; and blind canary write failed: {e}"))?;
                 }
@@ -497,19 +545,13 @@ impl HaproxyBackend {
         };
         let mut errors = Vec::new();
         for s in &self.orientation.canary.servers {
-            if let Err(e) = self
-                .set(ep, &format!("set server {b}/{s} state drain"))
-                .await
-            {
+            if let Err(e) = wire.send(&format!("set server {b}/{s} state drain")).await {
                 errors.push(e);
             }
         }
         if shutdown {
             for s in &self.orientation.canary.servers {
-                if let Err(e) = self
-                    .set(ep, &format!("shutdown sessions server {b}/{s}"))
-                    .await
-                {
+                if let Err(e) = wire.send(&format!("shutdown sessions server {b}/{s}")).await {
                     errors.push(e);
                 }
             }
@@ -599,22 +641,28 @@ impl HaproxyBackend {
         issues
     }
 
-    async fn prepare_endpoint(&self, ep: &Endpoint) -> EpResult<()> {
+    async fn prepare_endpoint(&self, ep: &Endpoint, permit: &Permit) -> EpResult<()> {
         let b = &self.backend;
         let servers = self.servers_state(ep).await?;
+        let mut wire = Wire::new(self, ep, &servers, permit);
         for s in &servers {
             let drained_only =
                 s.admin_state & ADMIN_FDRAIN != 0 && s.admin_state & ADMIN_MAINT == 0;
             if self.orientation.canary.servers.contains(&s.name) && drained_only {
                 // Weight 0 first, so the server takes nothing the moment it
-                // becomes ready.
-                self.set(ep, &format!("set weight {b}/{} 0", s.name))
-                    .await?;
-                self.set(ep, &format!("set server {b}/{} state ready", s.name))
+                // becomes ready (the gate sees that the share stays put).
+                wire.send(&format!("set weight {b}/{} 0", s.name)).await?;
+                wire.send(&format!("set server {b}/{} state ready", s.name))
                     .await?;
             }
         }
         Ok(())
+    }
+
+    /// The longest one command may take to reach an endpoint: what a raise
+    /// must leave before its deadline.
+    fn command_budget(&self) -> Duration {
+        self.limits.connect_timeout + self.limits.command_timeout
     }
 
     /// Names go into commands verbatim; HAProxy names are
@@ -639,19 +687,23 @@ impl HaproxyBackend {
 
 #[async_trait]
 impl TrafficBackend for HaproxyBackend {
-    async fn apply(&self, share: u32) -> Result<ApplyReport, TrafficError> {
-        Ok(self.apply_timed(share).await?.0)
+    async fn apply(&self, share: u32, permit: &Permit) -> Result<ApplyReport, TrafficError> {
+        Ok(self.apply_timed(share, permit).await?.0)
     }
 
-    async fn rollback(&self, shutdown_sessions: bool) -> Result<ApplyReport, TrafficError> {
+    async fn rollback(
+        &self,
+        shutdown_sessions: bool,
+        permit: &Permit,
+    ) -> Result<ApplyReport, TrafficError> {
         self.check_names()?;
         let writes = join_all(
             self.endpoints
                 .iter()
-                .map(|ep| self.rollback_endpoint(ep, shutdown_sessions)),
+                .map(|ep| self.rollback_endpoint(ep, shutdown_sessions, permit)),
         )
         .await;
-        Ok(self.confirm(0, writes).await)
+        Ok(self.confirm(0, writes, true).await)
     }
 
     async fn read(&self) -> Result<Reading, TrafficError> {
@@ -683,9 +735,14 @@ impl TrafficBackend for HaproxyBackend {
             .collect())
     }
 
-    async fn prepare(&self) -> Result<(), TrafficError> {
+    async fn prepare(&self, permit: &Permit) -> Result<(), TrafficError> {
         self.check_names()?;
-        let results = join_all(self.endpoints.iter().map(|ep| self.prepare_endpoint(ep))).await;
+        let results = join_all(
+            self.endpoints
+                .iter()
+                .map(|ep| self.prepare_endpoint(ep, permit)),
+        )
+        .await;
         let errors: Vec<String> = results.into_iter().filter_map(Result::err).collect();
         if errors.is_empty() {
             Ok(())
@@ -698,6 +755,83 @@ impl TrafficBackend for HaproxyBackend {
         // Unknown mode (no endpoint answered): shut sessions — a rollback
         // must not leave customers on the bad version.
         self.mode().await.map_or(true, |m| m == "tcp")
+    }
+}
+
+/// One endpoint's wire during one write: every command goes through the
+/// gate ([`Permit::admit`]) with the canary share it would leave, computed
+/// on a model of the servers that starts from the state read before the
+/// write and follows each command sent.
+struct Wire<'a> {
+    backend: &'a HaproxyBackend,
+    ep: &'a Endpoint,
+    permit: &'a Permit,
+    model: Vec<ServerState>,
+    baseline: f64,
+}
+
+impl<'a> Wire<'a> {
+    fn new(
+        backend: &'a HaproxyBackend,
+        ep: &'a Endpoint,
+        servers: &[ServerState],
+        permit: &'a Permit,
+    ) -> Self {
+        let baseline = backend.reading(servers).share;
+        Wire {
+            backend,
+            ep,
+            permit,
+            model: servers.to_vec(),
+            baseline,
+        }
+    }
+
+    /// The model after `cmd` (only the commands muhurat sends change it).
+    fn after(&self, cmd: &str) -> Vec<ServerState> {
+        let mut model = self.model.clone();
+        let words: Vec<&str> = cmd.split_whitespace().collect();
+        let server_of = |path: &str| path.split_once('/').map(|(_, s)| s.to_string());
+        let find = |m: &mut Vec<ServerState>, path: &str| {
+            let name = server_of(path)?;
+            m.iter().position(|s| s.name == name)
+        };
+        match words.as_slice() {
+            ["set", "weight", path, w] => {
+                if let (Some(i), Ok(w)) = (find(&mut model, path), w.parse::<u32>()) {
+                    model[i].uweight = w;
+                }
+            }
+            ["set", "server", path, "state", st] => {
+                if let Some(i) = find(&mut model, path) {
+                    match *st {
+                        "drain" => model[i].admin_state |= ADMIN_FDRAIN,
+                        "maint" => model[i].admin_state |= ADMIN_FMAINT,
+                        "ready" => model[i].admin_state &= !(ADMIN_FDRAIN | ADMIN_FMAINT),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+        model
+    }
+
+    async fn send(&mut self, cmd: &str) -> EpResult<()> {
+        let next = self.after(cmd);
+        let after = self.backend.reading(&next).share;
+        self.permit
+            .admit(
+                &self.ep.to_string(),
+                cmd,
+                self.baseline,
+                after,
+                self.backend.command_budget(),
+            )
+            .map_err(|e| format!("endpoint {}: {e}", self.ep))?;
+        self.backend.set(self.ep, cmd).await?;
+        self.model = next;
+        Ok(())
     }
 }
 
@@ -1082,10 +1216,10 @@ impl Unsupported {
 
 #[async_trait]
 impl TrafficBackend for Unsupported {
-    async fn apply(&self, _: u32) -> Result<ApplyReport, TrafficError> {
+    async fn apply(&self, _: u32, _: &Permit) -> Result<ApplyReport, TrafficError> {
         Err(self.err())
     }
-    async fn rollback(&self, _: bool) -> Result<ApplyReport, TrafficError> {
+    async fn rollback(&self, _: bool, _: &Permit) -> Result<ApplyReport, TrafficError> {
         Err(self.err())
     }
     async fn read(&self) -> Result<Reading, TrafficError> {
@@ -1094,7 +1228,7 @@ impl TrafficBackend for Unsupported {
     async fn preflight(&self) -> Result<Vec<PreflightIssue>, TrafficError> {
         Err(self.err())
     }
-    async fn prepare(&self) -> Result<(), TrafficError> {
+    async fn prepare(&self, _: &Permit) -> Result<(), TrafficError> {
         Err(self.err())
     }
 }

@@ -9,6 +9,7 @@
 //! on every target whether or not a rollout is active.
 
 pub mod consul;
+pub mod gate;
 pub mod haproxy;
 pub mod memory;
 
@@ -16,13 +17,8 @@ use std::collections::BTreeMap;
 
 use async_trait::async_trait;
 
-/// Which pool is the canary (idle, receiving the new version) and which is
-/// live, for one rollout of one target.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Orientation {
-    pub canary: crate::spec::Pool,
-    pub live: crate::spec::Pool,
-}
+pub use crate::spec::Orientation;
+pub use gate::{GateRefusal, GateWorld, Permit};
 
 /// One endpoint as read now.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,6 +39,20 @@ pub struct Reading {
 }
 
 impl Reading {
+    /// Every endpoint answered (a reading with a hole in it proves nothing
+    /// about the endpoint that did not answer).
+    pub fn complete(&self) -> bool {
+        !self.endpoints.is_empty() && self.endpoints.values().all(Result::is_ok)
+    }
+
+    /// The endpoints that did not answer, with why.
+    pub fn unreachable(&self) -> BTreeMap<String, String> {
+        self.endpoints
+            .iter()
+            .filter_map(|(k, v)| v.as_ref().err().map(|e| (k.clone(), e.clone())))
+            .collect()
+    }
+
     /// Shares of the endpoints that answered.
     pub fn shares(&self) -> BTreeMap<String, f64> {
         self.endpoints
@@ -101,22 +111,39 @@ pub enum TrafficError {
     /// Someone else changed the target underneath us (Consul CAS conflict).
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The gate refused a command ([`gate`]); nothing more was sent.
+    #[error("{0}")]
+    Refused(String),
     #[error("{0}")]
     Other(String),
 }
 
+impl From<GateRefusal> for TrafficError {
+    fn from(r: GateRefusal) -> Self {
+        TrafficError::Refused(r.to_string())
+    }
+}
+
 /// One traffic target (an HAProxy backend across endpoints, or a Consul KV
 /// document), oriented for one rollout.
+///
+/// Every write carries a [`Permit`] and passes each command it sends
+/// through [`Permit::admit`] first (the gate, [`gate`]).
 #[async_trait]
 pub trait TrafficBackend: Send + Sync {
     /// Set the canary share to `share`% (the live pool gets the rest) on
     /// every endpoint, then confirm by reading back.
-    async fn apply(&self, share: u32) -> Result<ApplyReport, TrafficError>;
+    async fn apply(&self, share: u32, permit: &Permit) -> Result<ApplyReport, TrafficError>;
 
     /// Rollback/abort: canary share 0 on every reachable endpoint at once,
     /// then drain the canary servers and, when `shutdown_sessions`, shut
-    /// their sessions.
-    async fn rollback(&self, shutdown_sessions: bool) -> Result<ApplyReport, TrafficError>;
+    /// their sessions. Confirmed only when every endpoint reads back 0 with
+    /// the canary servers drained.
+    async fn rollback(
+        &self,
+        shutdown_sessions: bool,
+        permit: &Permit,
+    ) -> Result<ApplyReport, TrafficError>;
 
     /// The shares in effect now (drift detection, pools, status).
     async fn read(&self) -> Result<Reading, TrafficError>;
@@ -127,7 +154,7 @@ pub trait TrafficBackend: Send + Sync {
 
     /// At the start of a rollout: set canary servers an earlier rollback
     /// left in drain back to ready at weight 0 (maintenance is left alone).
-    async fn prepare(&self) -> Result<(), TrafficError>;
+    async fn prepare(&self, permit: &Permit) -> Result<(), TrafficError>;
 
     /// Whether a rollback shuts the canary servers' sessions when the spec
     /// does not say (`rollback.shutdown_sessions` unset): true for HAProxy
