@@ -876,8 +876,10 @@ async fn pools_adopt_and_the_checks() {
     assert_eq!(p["live"], "green");
     assert_eq!(p["idle"], "blue");
     assert_eq!(p["safe_to_deploy"], true, "{p}");
-    // Adopt blue as live: green becomes idle at 0.
-    let (s, p) = h
+    // adopt_that_would_move_traffic_onto_the_idle_pool_is_refused: blue
+    // carries nothing, so making it live would move all traffic onto it —
+    // refused, nothing written.
+    let (s, v) = h
         .call(
             "deployer",
             "POST",
@@ -885,10 +887,24 @@ async fn pools_adopt_and_the_checks() {
             Some(json!({"spec": spec("shop", 1), "live": "blue"})),
         )
         .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "adopt_refused"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("Nothing was written"),
+        "{v}"
+    );
+    // Adopting green, which carries all traffic, records it (no write).
+    let (s, p) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/pools/adopt",
+            Some(json!({"spec": spec("shop", 1), "live": "green"})),
+        )
+        .await;
     assert_eq!(s, StatusCode::OK, "{p}");
     assert_eq!(
         (p["live"].as_str(), p["idle"].as_str()),
-        (Some("blue"), Some("green"))
+        (Some("green"), Some("blue"))
     );
     assert_eq!(p["idle_weight_max"], 0.0);
     let (s, v) = h
@@ -912,7 +928,7 @@ async fn pools_adopt_and_the_checks() {
             "deployer",
             "POST",
             "/api/v1/pools/adopt",
-            Some(json!({"spec": spec("shop", 1), "live": "blue"})),
+            Some(json!({"spec": spec("shop", 1), "live": "green"})),
         )
         .await;
     assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "target_busy"));
@@ -933,8 +949,9 @@ async fn pools_adopt_and_the_checks() {
         .await;
     assert_eq!(s, StatusCode::OK, "{v}");
     assert_eq!(v["checks"][0]["verdict"], "pass", "{v}");
-    // Green is the canary after the adopt above: its servers are rendered.
-    assert_eq!(v["checks"][0]["query"], "errors{server=~\"g1\"}", "{v}");
+    // Blue is the canary (green carries the traffic): its servers are
+    // rendered.
+    assert_eq!(v["checks"][0]["query"], "errors{server=~\"b1\"}", "{v}");
     assert_eq!(v["checks"][0]["value"], 0.001);
     h.metrics.set(|_, _| Ok(Sample::Value(0.5)));
     let (_, v) = h

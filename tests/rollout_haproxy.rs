@@ -311,8 +311,20 @@ async fn each_step_moves_the_real_split_and_the_next_rollout_goes_the_other_way(
         "the pools swap on success"
     );
 
-    // Between rollouts the idle pool is held at 0: blue raised by hand is
-    // set back on the next pass.
+    // Between rollouts the idle pool is held at 0: blue raised by hand to a
+    // third of the traffic is set back on the next pass.
+    let reply = w0
+        .haproxy
+        .cmd(&format!("set weight {BE}/b1 1"))
+        .await
+        .unwrap();
+    assert!(reply.trim().is_empty(), "{reply}");
+    w0.pass().await;
+    let ws = w0.weights().await;
+    assert_eq!((ws["b1"], ws["b2"]), (0, 0), "idle blue back to 0: {ws:?}");
+    // idle_hold_never_moves_most_of_the_traffic: blue made to carry most
+    // of it (5 of 7) is a person's cut-over or a wrong record — never moved
+    // back automatically; an event says what to do.
     let reply = w0
         .haproxy
         .cmd(&format!("set weight {BE}/b1 5"))
@@ -320,8 +332,20 @@ async fn each_step_moves_the_real_split_and_the_next_rollout_goes_the_other_way(
         .unwrap();
     assert!(reply.trim().is_empty(), "{reply}");
     w0.pass().await;
+    w0.pass().await;
     let ws = w0.weights().await;
-    assert_eq!((ws["b1"], ws["b2"]), (0, 0), "idle blue back to 0: {ws:?}");
+    assert_eq!(ws["b1"], 5, "left alone: {ws:?}");
+    let evs = w0.c.store().events(None, 0, 10_000).await.unwrap();
+    assert!(
+        evs.iter().any(|e| e.event.kind == "idle_pool_unexpected" && e.event.why.contains("adopt")),
+        "an event says so"
+    );
+    let reply = w0
+        .haproxy
+        .cmd(&format!("set weight {BE}/b1 0"))
+        .await
+        .unwrap();
+    assert!(reply.trim().is_empty(), "{reply}");
 
     // The next release of the same target: its canary is blue.
     let id2 = w0.start("r2").await;

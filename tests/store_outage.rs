@@ -71,6 +71,8 @@ async fn a_failing_check_rolls_back_while_the_store_is_down_and_is_persisted_lat
     let report = h.c.pass().await.unwrap();
     assert!(report.degraded, "{report:?}");
     assert_eq!(report.evaluations, 1);
+    // The decrease goes through the target's actuator like every write.
+    h.c.settled().await;
     // Rolled back on the wire at once, and journalled.
     assert_eq!(h.target.share(), Some(0.0));
     assert!(h.target.lock().drained);

@@ -83,7 +83,7 @@ pub struct ServerArgs {
     /// Trust the clock even though the kernel reports it unsynchronised
     /// (no NTP). For demos and test machines: in production run chrony or
     /// ntpd instead. `/readyz` and every decision say it was used.
-    #[arg(long, env = "MUHURAT_ALLOW_UNSYNCED_CLOCK")]
+    #[arg(long, env = "MUHURAT_ALLOW_UNSYNCED_CLOCK", value_parser = clap::builder::BoolishValueParser::new())]
     pub allow_unsynced_clock: bool,
     /// text or json [default: text].
     #[arg(long, env = "MUHURAT_LOG_FORMAT")]

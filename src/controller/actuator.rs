@@ -195,6 +195,27 @@ impl Controller {
             .unwrap_or_else(|_| Err(TrafficError::Other("the actuator dropped the job".into())))
     }
 
+    /// Queue a target-level job without waiting (the idle-pool hold); at
+    /// most one of each `what` per target at a time. Its outcome is logged.
+    pub(super) fn enqueue_target_job(
+        self: &Arc<Self>,
+        target: &str,
+        what: &'static str,
+        work: Work,
+        backend: Arc<dyn TrafficBackend>,
+        permit: Permit,
+    ) -> bool {
+        let job = Job {
+            key: format!("target:{target}:{what}"),
+            origin: Origin::Target { what },
+            work,
+            backend,
+            permit,
+            reply: None,
+        };
+        self.enqueue(target, job)
+    }
+
     /// Wait until every queued write has been executed and reported (tests,
     /// graceful shutdown).
     pub async fn settled(&self) {
@@ -253,8 +274,21 @@ async fn actuate(ctl: &Arc<Controller>, target: &str, job: &mut Job) -> Result<(
                 ctl.counters.gate_refusals.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(target = %target, what, refusal = %m, "Gate refused a command.");
             }
-            if let Some(reply) = job.reply.take() {
-                let _ = reply.send(res);
+            match job.reply.take() {
+                Some(reply) => {
+                    let _ = reply.send(res);
+                }
+                None => match res {
+                    Ok(rep) if rep.confirmed => {
+                        tracing::info!(target = %target, what, detail = %rep.detail, "Target write confirmed.")
+                    }
+                    Ok(rep) => {
+                        tracing::error!(target = %target, what, detail = %rep.detail, "Target write not confirmed; retried on the next pass.")
+                    }
+                    Err(e) => {
+                        tracing::error!(target = %target, what, error = %e, "Target write failed; retried on the next pass.")
+                    }
+                },
             }
             return Ok(());
         }

@@ -249,25 +249,13 @@ impl Controller {
         if !write {
             return;
         }
-        let me = self.clone();
-        let target = p.target.clone();
-        let idle = p.idle.clone();
-        tokio::spawn(async move {
-            match me
-                .run_target_job(
-                    &target,
-                    "idle_hold",
-                    Work::Apply { share: 0 },
-                    backend,
-                    Permit::decrease(format!("idle pool {idle} held at 0")),
-                )
-                .await
-            {
-                Ok(rep) if rep.confirmed => {}
-                Ok(rep) => tracing::error!(target = %target, detail = %rep.detail, "Idle pool not confirmed at 0."),
-                Err(e) => tracing::error!(target = %target, error = %e, "Could not set the idle pool back to 0."),
-            }
-        });
+        self.enqueue_target_job(
+            &p.target,
+            "idle_hold",
+            Work::Apply { share: 0 },
+            backend,
+            Permit::decrease(format!("idle pool {} held at 0", p.idle)),
+        );
     }
 }
 
