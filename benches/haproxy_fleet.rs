@@ -13,8 +13,8 @@ mod haproxy_support;
 use std::time::{Duration, Instant};
 
 use haproxy_support::{Haproxy, NamedServer, config, free_port, servers};
-use muhurat::traffic::gate::testing::raise;
 use muhurat::spec::Pool;
+use muhurat::traffic::gate::testing::raise;
 use muhurat::traffic::haproxy::{HaproxyBackend, HaproxyLimits};
 use muhurat::traffic::{Orientation, TrafficBackend};
 
@@ -95,7 +95,10 @@ async fn main() {
     for i in 0..iterations {
         let share = shares[i % shares.len()];
         let t = Instant::now();
-        let (report, timings) = backend.apply_timed(share, &raise(share)).await.expect("apply");
+        let (report, timings) = backend
+            .apply_timed(share, &raise(share))
+            .await
+            .expect("apply");
         total.push(t.elapsed());
         write.push(timings.write);
         confirm.push(timings.confirm);

@@ -887,9 +887,16 @@ async fn pools_adopt_and_the_checks() {
             Some(json!({"spec": spec("shop", 1), "live": "blue"})),
         )
         .await;
-    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "adopt_refused"), "{v}");
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "adopt_refused"),
+        "{v}"
+    );
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("Nothing was written"),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Nothing was written"),
         "{v}"
     );
     // Adopting green, which carries all traffic, records it (no write).

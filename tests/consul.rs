@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use consul_double::{ConsulDouble, Rights};
 use haproxy_support::{Haproxy, NamedServer, config, free_port, servers, split};
-use muhurat::traffic::gate::testing::raise;
 use muhurat::secrets::Secrets;
 use muhurat::spec::{Pool, Traffic, Verify};
 use muhurat::traffic::consul::{
     ConsulBackend, ConsulFactory, ConsulLimits, ConsulTarget, WeightsDocument,
 };
+use muhurat::traffic::gate::testing::raise;
 use muhurat::traffic::haproxy::HaproxyFactory;
 use muhurat::traffic::{Orientation, TrafficBackend, TrafficError, TrafficFactory};
 
@@ -181,6 +181,31 @@ async fn someone_elses_write_is_a_conflict_and_is_not_overwritten() {
     assert_eq!(doc(&c).canary_share, 10);
 }
 
+/// Defect 2: after a CAS conflict on a raise the foreign index was
+/// remembered as muhurat's own, so the pause's revert (back to the last
+/// confirmed 5%) was written over the operator's break-glass 0%.
+#[tokio::test]
+async fn revert_after_a_conflict_never_writes_over_the_operators_lower_value() {
+    let c = ConsulDouble::start().await;
+    let b = backend(&c, None);
+    b.apply(5, &raise(5)).await.expect("apply 5");
+    let theirs = foreign(0, 100);
+    c.put(KEY, &theirs);
+    // The raise meets their document: a conflict, nothing written.
+    let m = conflict(b.apply(10, &raise(10)).await);
+    assert!(m.contains("not overwritten"), "{m}");
+    // The controller pauses and reverts to the confirmed 5% — a decrease
+    // permit, which the gate refuses: 0% → 5% would raise the canary.
+    c.clear_requests();
+    let r = b.apply(5, &decrease()).await;
+    assert!(
+        matches!(&r, Err(TrafficError::Refused(m)) if m.contains("may only lower")),
+        "{r:?}"
+    );
+    assert!(puts(&c).is_empty(), "nothing written: {:?}", c.requests());
+    assert_eq!(c.entry(KEY).expect("entry").value, theirs);
+}
+
 #[tokio::test]
 async fn a_write_that_loses_the_cas_race_is_a_conflict_and_nothing_is_overwritten() {
     let c = ConsulDouble::start().await;
@@ -222,7 +247,9 @@ async fn rollback_on_conflict_rereads_and_writes_the_decrease() {
 
     // The same when the other write lands between our read and our write:
     // the refused CAS is followed by a re-read and a write at the new index.
-    b.apply(10, &raise(10)).await.expect("apply 10 after the pause");
+    b.apply(10, &raise(10))
+        .await
+        .expect("apply 10 after the pause");
     let ours = c.entry(KEY).expect("entry").modify_index;
     c.write_before_next_put(KEY, &foreign(50, 50));
     c.clear_requests();

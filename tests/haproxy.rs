@@ -8,8 +8,8 @@ mod haproxy_support;
 use std::time::{Duration, Instant};
 
 use haproxy_support::{Haproxy, NamedServer, config, free_port, servers, split};
-use muhurat::traffic::gate::testing::raise;
 use muhurat::spec::{Endpoint, Pool, Traffic};
+use muhurat::traffic::gate::testing::raise;
 use muhurat::traffic::haproxy::{
     HaproxyBackend, HaproxyFactory, HaproxyLimits, parse_servers_state,
 };
@@ -577,7 +577,12 @@ async fn rollback_drains_and_shuts_tcp_sessions_and_prepare_readies() {
     );
 
     // Rollback with shutdown: the session on the canary is closed.
-    assert!(b.rollback(true, &decrease()).await.expect("rollback").confirmed);
+    assert!(
+        b.rollback(true, &decrease())
+            .await
+            .expect("rollback")
+            .confirmed
+    );
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(2), conn.read_to_end(&mut rest)).await;
     assert!(

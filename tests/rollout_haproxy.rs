@@ -337,7 +337,8 @@ async fn each_step_moves_the_real_split_and_the_next_rollout_goes_the_other_way(
     assert_eq!(ws["b1"], 5, "left alone: {ws:?}");
     let evs = w0.c.store().events(None, 0, 10_000).await.unwrap();
     assert!(
-        evs.iter().any(|e| e.event.kind == "idle_pool_unexpected" && e.event.why.contains("adopt")),
+        evs.iter()
+            .any(|e| e.event.kind == "idle_pool_unexpected" && e.event.why.contains("adopt")),
         "an event says so"
     );
     let reply = w0

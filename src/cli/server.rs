@@ -278,7 +278,9 @@ async fn serve(s: Settings) -> Result<(), String> {
         ..Config::default()
     };
     if s.allow_unsynced_clock {
-        tracing::warn!("--allow-unsynced-clock: an unsynchronised kernel clock is trusted for raises; every decision records it.");
+        tracing::warn!(
+            "--allow-unsynced-clock: an unsynchronised kernel clock is trusted for raises; every decision records it."
+        );
     }
     let controller = Controller::new(
         store,

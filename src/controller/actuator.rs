@@ -16,7 +16,7 @@ use std::sync::atomic::Ordering;
 use chrono::{DateTime, Utc};
 use tokio::sync::{mpsc, oneshot};
 
-use super::{Controller, ControlError, TargetView, ctl_err};
+use super::{ControlError, Controller, TargetView, ctl_err};
 use crate::engine::{Effect, Input, Purpose, Rollout};
 use crate::spec::{Orientation, Spec};
 use crate::store::RolloutRecord;
@@ -250,12 +250,16 @@ async fn execute(job: &Job) -> Result<ApplyReport, TrafficError> {
             };
             job.backend.rollback(shut, &job.permit).await
         }
-        Work::Prepare => job.backend.prepare(&job.permit).await.map(|()| ApplyReport {
-            confirmed: true,
-            effective_share: 0.0,
-            detail: "drained canary servers set back to ready at weight 0".into(),
-            endpoints: Default::default(),
-        }),
+        Work::Prepare => job
+            .backend
+            .prepare(&job.permit)
+            .await
+            .map(|()| ApplyReport {
+                confirmed: true,
+                effective_share: 0.0,
+                detail: "drained canary servers set back to ready at weight 0".into(),
+                endpoints: Default::default(),
+            }),
     }
 }
 
@@ -406,13 +410,9 @@ async fn actuate(ctl: &Arc<Controller>, target: &str, job: &mut Job) -> Result<(
             let now = ctl.now();
             let shares = reading.shares();
             let unreachable = reading.unreachable();
-            ctl.lock_live().views.insert(
-                target.to_string(),
-                TargetView {
-                    at: now,
-                    reading,
-                },
-            );
+            ctl.lock_live()
+                .views
+                .insert(target.to_string(), TargetView { at: now, reading });
             if !shares.is_empty() {
                 ctl.lock_live()
                     .observed_sent

@@ -73,8 +73,13 @@ impl Controller {
                 .contains(&(rec.id.clone(), w.version))
         {
             let parts = self.ctx_parts(rec, spec.clone(), now, &outage_freeze(now))?;
-            let t = engine::step(&r, Input::Tick, now, &parts.ctx()).map_err(ControlError::Refused)?;
-            for e in t.effects.iter().filter(|e| matches!(e, Effect::Apply { deadline: None, .. })) {
+            let t =
+                engine::step(&r, Input::Tick, now, &parts.ctx()).map_err(ControlError::Refused)?;
+            for e in t
+                .effects
+                .iter()
+                .filter(|e| matches!(e, Effect::Apply { deadline: None, .. }))
+            {
                 self.enqueue_effect(rec, &spec, o, e, true);
             }
         }
@@ -87,7 +92,8 @@ impl Controller {
         let input = Input::CheckResults { at, results };
         // Treated as frozen: the engine cannot decide a raise.
         let parts = self.ctx_parts(rec, spec.clone(), now, &outage_freeze(now))?;
-        let t = engine::step(&r, input.clone(), now, &parts.ctx()).map_err(ControlError::Refused)?;
+        let t =
+            engine::step(&r, input.clone(), now, &parts.ctx()).map_err(ControlError::Refused)?;
         if t.events.is_empty() {
             return Ok(());
         }

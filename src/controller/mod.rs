@@ -48,7 +48,9 @@ use crate::clock::Clock;
 use crate::engine::{self, Ctx, Effect, Input, Refusal, Rollout};
 use crate::gates::MetricsSource;
 use crate::spec::{self, Analysis, Spec};
-use crate::store::{FreezeRecord, NewEvent, NewOutbox, PoolRecord, RolloutRecord, Store, StoreError, Update};
+use crate::store::{
+    FreezeRecord, NewEvent, NewOutbox, PoolRecord, RolloutRecord, Store, StoreError, Update,
+};
 use crate::traffic::{Reading, TrafficFactory};
 use crate::windows::{self, Interval};
 pub use calendars::Calendars;
@@ -302,7 +304,11 @@ impl Controller {
     /// Switch the global freeze, as the engine and the gate see it. On:
     /// in memory first (no raising command is sent from this instant), then
     /// stored. Off: stored first, then in memory.
-    pub async fn set_freeze(&self, rec: &FreezeRecord, event: &NewEvent) -> Result<i64, StoreError> {
+    pub async fn set_freeze(
+        &self,
+        rec: &FreezeRecord,
+        event: &NewEvent,
+    ) -> Result<i64, StoreError> {
         if rec.on {
             self.frozen.store(true, Ordering::SeqCst);
         }
@@ -323,7 +329,9 @@ impl Controller {
     /// one-server lock, and another server may be acting on the database.
     pub fn set_acting(&self, not_acting: Option<String>) {
         match &not_acting {
-            Some(why) => tracing::error!(why = %why, "Not acting: no write is sent until this is fixed."),
+            Some(why) => {
+                tracing::error!(why = %why, "Not acting: no write is sent until this is fixed.")
+            }
             None => tracing::info!("Acting again: the one-server lock is held."),
         }
         *self.not_acting.lock().unwrap_or_else(|e| e.into_inner()) = not_acting;
@@ -351,10 +359,12 @@ impl Controller {
     /// Whether a raise may trust the clock now, and why not.
     pub fn clock_status(&self) -> ClockStatus {
         let now = self.now();
-        self.trust
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .status(now, &self.cfg)
+        // The kernel is asked every time (one syscall): the first decision
+        // after a start must not see "unknown".
+        let kernel = self.clock.kernel_sync();
+        let mut t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
+        t.kernel(now, kernel);
+        t.status(now, &self.cfg)
     }
 
     // ---- specs and windows -------------------------------------------------
@@ -466,10 +476,12 @@ impl Controller {
         now: DateTime<Utc>,
         freeze: &FreezeRecord,
     ) -> Result<CtxParts, ControlError> {
-        let calendar = self
-            .calendars
-            .get(&spec.calendar)
-            .ok_or_else(|| ctl_err(&rec.id, format!("calendar `{}` is not loaded", spec.calendar)))?;
+        let calendar = self.calendars.get(&spec.calendar).ok_or_else(|| {
+            ctl_err(
+                &rec.id,
+                format!("calendar `{}` is not loaded", spec.calendar),
+            )
+        })?;
         let permitted = self.permitted_at(&rec.spec_hash, &spec, &calendar, now, freeze);
         let (canary_up, live_up) = self.health_of(&rec.target);
         Ok(CtxParts {
@@ -562,7 +574,17 @@ impl Controller {
                         pools: None,
                     })
                 } else {
-                    Some(self.update_for(cur, &t, &input, principal, &parts, skew, &clock_note, next_wake, pools.as_ref())?)
+                    Some(self.update_for(
+                        cur,
+                        &t,
+                        &input,
+                        principal,
+                        &parts,
+                        skew,
+                        &clock_note,
+                        next_wake,
+                        pools.as_ref(),
+                    )?)
                 };
                 out = Some(t);
                 Ok::<_, ControlError>(update)
@@ -592,7 +614,10 @@ impl Controller {
             tracing::info!(rollout = %id, target = %rec.target, "Pools swapped with the success event.");
         }
         let orientation = match &pools {
-            Some(p) => Some(self.orientation_stored(&spec, p).map_err(|e| ctl_err(id, e))?),
+            Some(p) => Some(
+                self.orientation_stored(&spec, p)
+                    .map_err(|e| ctl_err(id, e))?,
+            ),
             None => None,
         };
         // Nothing decided: only a retry of an outstanding write may be due
@@ -680,7 +705,8 @@ impl Controller {
             }
         }
         let pools = if t.effects.iter().any(|e| matches!(e, Effect::SwapPools)) {
-            let p = pools.ok_or_else(|| ctl_err(&cur.id, "the target has no pool record to swap"))?;
+            let p =
+                pools.ok_or_else(|| ctl_err(&cur.id, "the target has no pool record to swap"))?;
             Some(PoolRecord {
                 target: p.target.clone(),
                 live: p.idle.clone(),
@@ -719,7 +745,10 @@ impl Controller {
                                 format!(
                                     "active rollout {} no longer validates against it ({})",
                                     r.id,
-                                    d.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                                    d.iter()
+                                        .map(ToString::to_string)
+                                        .collect::<Vec<_>>()
+                                        .join("; ")
                                 )
                             })
                     })

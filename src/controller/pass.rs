@@ -86,17 +86,14 @@ impl Controller {
         Ok(report)
     }
 
-    /// The kernel's NTP state every pass; PostgreSQL's clock where there is one.
+    /// PostgreSQL's clock every pass, where there is one (the kernel's
+    /// state is read at every decision: [`Controller::clock_status`]).
     async fn measure_clock(&self, now: DateTime<Utc>) {
-        let kernel = self.clock.kernel_sync();
-        let db = if self.cfg.measure_db_skew {
-            self.store.db_now().await.ok().flatten()
-        } else {
-            None
-        };
-        let mut t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
-        t.kernel(now, kernel);
-        if let Some(db) = db {
+        if !self.cfg.measure_db_skew {
+            return;
+        }
+        if let Ok(Some(db)) = self.store.db_now().await {
+            let mut t = self.trust.lock().unwrap_or_else(|e| e.into_inner());
             t.db(now, now - db);
         }
     }
@@ -163,10 +160,11 @@ impl Controller {
                     // unchanged target costs no transaction.
                     let key = (shares.clone(), unreachable.clone());
                     let last = self.lock_live().observed_sent.get(&rec.id).cloned();
-                    let fresh = last.as_ref().map_or(
-                        shares != r.observed || unreachable != r.unreachable,
-                        |l| *l != key,
-                    );
+                    let fresh = last
+                        .as_ref()
+                        .map_or(shares != r.observed || unreachable != r.unreachable, |l| {
+                            *l != key
+                        });
                     if !shares.is_empty() && fresh {
                         self.input_with(
                             &rec.id,

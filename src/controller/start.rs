@@ -170,8 +170,14 @@ impl Controller {
         let orientation = match self.orientation_of(spec).await {
             Ok((o, _)) => o,
             Err(e) => {
-                self.input(id, Input::PreflightFailed { reason: e.to_string() }, None)
-                    .await?;
+                self.input(
+                    id,
+                    Input::PreflightFailed {
+                        reason: e.to_string(),
+                    },
+                    None,
+                )
+                .await?;
                 return Ok(());
             }
         };
@@ -182,7 +188,9 @@ impl Controller {
                 "prepare",
                 Work::Prepare,
                 backend.clone(),
-                Permit::decrease(format!("prepare {id}: drained canary servers back to ready at weight 0")),
+                Permit::decrease(format!(
+                    "prepare {id}: drained canary servers back to ready at weight 0"
+                )),
             )
             .await;
         let input = match prepared {

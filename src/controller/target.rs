@@ -67,26 +67,25 @@ impl Controller {
     /// — never rolled out — what the weights say now. The bool says whether
     /// it came from the store. The API's `pools`, `check-target` and
     /// `check-metrics` and `start` all ask this.
-    pub async fn orientation_of(&self, spec: &Spec) -> Result<(Orientation, bool), OrientationError> {
+    pub async fn orientation_of(
+        &self,
+        spec: &Spec,
+    ) -> Result<(Orientation, bool), OrientationError> {
         let target = spec.traffic.target_id();
-        let stored = self
-            .store
-            .pool_state(&target)
-            .await
-            .map_err(|e| OrientationError::Unknown(format!("cannot read the pools of {target}: {e}")))?;
+        let stored = self.store.pool_state(&target).await.map_err(|e| {
+            OrientationError::Unknown(format!("cannot read the pools of {target}: {e}"))
+        })?;
         if let Some(p) = stored {
             return self.orientation_stored(spec, &p).map(|o| (o, true));
         }
         let [a, b] = spec.traffic.pools().clone();
-        let probe = self.traffic.backend(
-            &spec.traffic,
-            &Orientation {
-                canary: a,
-                live: b,
-            },
-        );
+        let probe = self
+            .traffic
+            .backend(&spec.traffic, &Orientation { canary: a, live: b });
         let reading = probe.read().await.map_err(|e| {
-            OrientationError::Unknown(format!("cannot read target {target} to find the live pool: {e}"))
+            OrientationError::Unknown(format!(
+                "cannot read target {target} to find the live pool: {e}"
+            ))
         })?;
         let shares = reading.shares();
         let unreachable = reading.unreachable();
@@ -117,12 +116,19 @@ impl Controller {
             Orientation { canary: b, live: a }
         };
         let backend = self.traffic.backend(&spec.traffic, &as_named);
-        let reading = backend
-            .read()
-            .await
-            .map_err(|e| AdoptError::Refused(format!("cannot read target {target}: {e}; nothing was written")))?;
-        let d = decide::adopt(spec, live, &reading.shares(), &reading.unreachable(), principal)
-            .map_err(AdoptError::Refused)?;
+        let reading = backend.read().await.map_err(|e| {
+            AdoptError::Refused(format!(
+                "cannot read target {target}: {e}; nothing was written"
+            ))
+        })?;
+        let d = decide::adopt(
+            spec,
+            live,
+            &reading.shares(),
+            &reading.unreachable(),
+            principal,
+        )
+        .map_err(AdoptError::Refused)?;
         let mut detail = "no write needed".to_string();
         if d.write_zero {
             let backend = self.traffic.backend(&spec.traffic, &d.orientation);
@@ -132,7 +138,10 @@ impl Controller {
                     "adopt",
                     Work::Apply { share: 0 },
                     backend,
-                    Permit::decrease(format!("adopt {} as live on {target}", d.orientation.live.name)),
+                    Permit::decrease(format!(
+                        "adopt {} as live on {target}",
+                        d.orientation.live.name
+                    )),
                 )
                 .await
                 .map_err(|e: TrafficError| {

@@ -179,17 +179,32 @@ mod tests {
     fn skews_expire_and_a_large_one_is_untrusted() {
         let now = t("2026-12-07T00:00:00Z");
         let mut tr = Trust::default();
-        tr.kernel(now, KernelSync::Synchronised { max_error_us: 20_000 });
+        tr.kernel(
+            now,
+            KernelSync::Synchronised {
+                max_error_us: 20_000,
+            },
+        );
         tr.metrics(now, TimeDelta::seconds(9));
         let cfg = Config::default();
         assert_eq!(tr.status(now, &cfg).code, Some("clock_skew"));
         // Eleven minutes on (and the kernel read again): the old skew no
         // longer counts.
         let later = now + TimeDelta::minutes(11);
-        tr.kernel(later, KernelSync::Synchronised { max_error_us: 20_000 });
+        tr.kernel(
+            later,
+            KernelSync::Synchronised {
+                max_error_us: 20_000,
+            },
+        );
         assert!(tr.status(later, &cfg).trusted);
         // A kernel whose own error estimate is above max_clock_skew.
-        tr.kernel(later, KernelSync::Synchronised { max_error_us: 6_000_000 });
+        tr.kernel(
+            later,
+            KernelSync::Synchronised {
+                max_error_us: 6_000_000,
+            },
+        );
         assert!(!tr.status(later, &cfg).trusted);
     }
 }

@@ -338,9 +338,7 @@ impl Machine<'_, '_> {
         match w.deadline {
             Some(deadline) if self.now >= deadline => self.expire_raise(&w),
             Some(_) => {
-                if due
-                    && self.raise_gates().is_none()
-                    && self.window_containing(self.now).is_some()
+                if due && self.raise_gates().is_none() && self.window_containing(self.now).is_some()
                 {
                     self.effects.push(self.apply_effect(&w));
                 }
@@ -950,7 +948,7 @@ impl Machine<'_, '_> {
         if self.ctx.frozen {
             Some("global freeze is on".into())
         } else if !self.ctx.clock_trusted {
-            Some("clock skew too large; no raise until the clock is trusted".into())
+            Some("the clock is not trusted (unsynchronised or skewed: see /readyz); no raise until it is".into())
         } else if !self.ctx.canary_up {
             Some("no canary server is UP".into())
         } else {

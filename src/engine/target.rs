@@ -16,6 +16,10 @@ use crate::spec::{Orientation, Spec};
 
 use super::DRIFT_TOLERANCE;
 
+/// A reading: the share per endpoint, and the endpoints that did not
+/// answer with why.
+pub type Shares<'a> = (&'a BTreeMap<String, f64>, &'a BTreeMap<String, String>);
+
 /// The pools as stored for a target (`live`, `idle` names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredPools<'a> {
@@ -58,7 +62,7 @@ impl OrientationError {
 pub fn orientation(
     spec: &Spec,
     stored: Option<StoredPools<'_>>,
-    first_pool_shares: Option<(&BTreeMap<String, f64>, &BTreeMap<String, String>)>,
+    first_pool_shares: Option<Shares<'_>>,
 ) -> Result<Orientation, OrientationError> {
     let [a, b] = spec.traffic.pools().clone();
     if let Some(p) = stored {
@@ -281,7 +285,10 @@ mod tests {
             None,
         )
         .unwrap();
-        assert_eq!((o.canary.name.as_str(), o.live.name.as_str()), ("blue", "green"));
+        assert_eq!(
+            (o.canary.name.as_str(), o.live.name.as_str()),
+            ("blue", "green")
+        );
     }
 
     #[test]

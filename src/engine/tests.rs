@@ -223,7 +223,7 @@ fn first_raise_waits_for_the_window() {
 
 #[rstest]
 #[case::frozen(|w: &mut World| w.frozen = true, "16:00", "global freeze is on")]
-#[case::clock(|w: &mut World| w.clock_trusted = false, "16:00", "clock skew too large")]
+#[case::clock(|w: &mut World| w.clock_trusted = false, "16:00", "the clock is not trusted")]
 #[case::canary_down(|w: &mut World| w.canary_up = false, "16:00", "no canary server is UP")]
 #[case::too_little_left(|_: &mut World| {}, "08:20", "window opens Fri 16:00 IST")]
 #[case::in_session(|_: &mut World| {}, "12:00", "window opens Thu 16:00 IST")]
@@ -1176,7 +1176,11 @@ fn rollback_is_not_complete_from_a_partial_reading() {
     assert_eq!(tr.rollout.state, State::RollingBack);
     assert!(applies(&tr).is_empty(), "not before the retry interval");
     let tr = w.step(&tr.rollout, Input::Tick, ist(4, "11:01") + APPLY_RETRY);
-    assert_eq!(applies(&tr), vec![(0, None, true)], "retried with the drain");
+    assert_eq!(
+        applies(&tr),
+        vec![(0, None, true)],
+        "retried with the drain"
+    );
     let tr = w.step(&tr.rollout, applied(v, 0), ist(4, "11:02"));
     assert_eq!(tr.rollout.state, State::Aborted);
 }
@@ -1188,7 +1192,11 @@ fn check_override_is_voided_by_a_later_failing_check_or_pause() {
     let w = World::std();
     let mut r = w.at_ten_percent();
     r.override_checks = Some("no traffic on Sunday".into());
-    let tr = w.step(&r, results(ist(4, "11:00"), Verdict::Fail, true), ist(4, "11:00"));
+    let tr = w.step(
+        &r,
+        results(ist(4, "11:00"), Verdict::Fail, true),
+        ist(4, "11:00"),
+    );
     assert_eq!(tr.rollout.override_checks, None, "a failing check voids it");
     let mut r = w.at_ten_percent();
     r.override_checks = Some("no traffic on Sunday".into());

@@ -29,14 +29,17 @@ const PG_LOCK_SQL: &str =
 /// Held for as long as the server runs.
 pub enum ServerLock {
     Sqlite(#[allow(dead_code)] File),
-    Postgres(#[allow(dead_code)] sqlx::AnyConnection),
+    /// The connection holding the advisory lock, and its backend pid.
+    Postgres(sqlx::AnyConnection, i32),
 }
 
 impl std::fmt::Debug for ServerLock {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             ServerLock::Sqlite(_) => f.write_str("ServerLock(sqlite file lock)"),
-            ServerLock::Postgres(_) => f.write_str("ServerLock(postgres advisory lock)"),
+            ServerLock::Postgres(_, pid) => {
+                write!(f, "ServerLock(postgres advisory lock, backend {pid})")
+            }
         }
     }
 }
@@ -49,6 +52,14 @@ pub fn sqlite_path(url: &str) -> &str {
 }
 
 impl ServerLock {
+    /// The PostgreSQL backend pid of the connection holding the lock.
+    pub fn pg_backend_pid(&self) -> Option<i32> {
+        match self {
+            ServerLock::Postgres(_, pid) => Some(*pid),
+            ServerLock::Sqlite(_) => None,
+        }
+    }
+
     /// Release the lock now (graceful shutdown). Dropping it also releases
     /// it, but PostgreSQL only notices a dropped connection a moment later.
     pub async fn release(self) {
@@ -56,7 +67,7 @@ impl ServerLock {
             ServerLock::Sqlite(file) => {
                 let _ = file.unlock();
             }
-            ServerLock::Postgres(conn) => {
+            ServerLock::Postgres(conn, _) => {
                 let _ = conn.close().await;
             }
         }
@@ -115,7 +126,12 @@ impl LockWatcher {
 impl ServerLock {
     /// Watch the lock every `every`; `report` hears of every loss and
     /// recovery. A SQLite file lock cannot be lost while the process lives.
-    pub fn watch(self, store: Store, every: std::time::Duration, report: LockReport) -> LockWatcher {
+    pub fn watch(
+        self,
+        store: Store,
+        every: std::time::Duration,
+        report: LockReport,
+    ) -> LockWatcher {
         let (stop, mut stopped) = tokio::sync::watch::channel(false);
         let task = tokio::spawn(async move {
             let mut held = Some(self);
@@ -125,14 +141,14 @@ impl ServerLock {
                     _ = stopped.changed() => return held,
                 }
                 match held.take() {
-                    Some(ServerLock::Postgres(mut conn)) => {
+                    Some(ServerLock::Postgres(mut conn, pid)) => {
                         let alive = tokio::time::timeout(
                             std::time::Duration::from_secs(3),
                             sqlx::query("SELECT 1").execute(&mut conn),
                         )
                         .await;
                         match alive {
-                            Ok(Ok(_)) => held = Some(ServerLock::Postgres(conn)),
+                            Ok(Ok(_)) => held = Some(ServerLock::Postgres(conn, pid)),
                             Ok(Err(e)) => report(Some(format!(
                                 "lost the PostgreSQL one-server lock (its connection failed: {e}); another server may act — retrying"
                             ))),
@@ -163,7 +179,11 @@ impl ServerLock {
         let row = sqlx::query(PG_LOCK_SQL).fetch_one(&mut conn).await?;
         let ok: bool = row.try_get("ok")?;
         if ok {
-            Ok(ServerLock::Postgres(conn))
+            let pid: i32 = sqlx::query("SELECT pg_backend_pid() AS pid")
+                .fetch_one(&mut conn)
+                .await?
+                .try_get("pid")?;
+            Ok(ServerLock::Postgres(conn, pid))
         } else {
             let _ = conn.close().await;
             Err(StoreError::Locked(

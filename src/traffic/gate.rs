@@ -231,7 +231,9 @@ mod tests {
         let p = Permit::decrease("revert");
         assert!(p.admit("ep", "set weight b/g1 0", 10.0, 0.0, SEC).is_ok());
         assert!(p.admit("ep", "set weight b/b1 9", 10.0, 10.0, SEC).is_ok());
-        let e = p.admit("ep", "set weight b/g1 1", 0.0, 5.0, SEC).unwrap_err();
+        let e = p
+            .admit("ep", "set weight b/g1 1", 0.0, 5.0, SEC)
+            .unwrap_err();
         assert!(e.why.contains("may only lower"), "{e}");
     }
 
@@ -246,7 +248,9 @@ mod tests {
         assert!(p.admit("ep", "set weight b/g1 1", 5.0, 10.0, SEC).is_ok());
         // 3 s later only 7 s are left: the same command is refused.
         *w.now.lock().unwrap() = t("2026-12-07T18:59:53Z");
-        let e = p.admit("ep", "set weight b/g2 1", 5.0, 10.0, SEC).unwrap_err();
+        let e = p
+            .admit("ep", "set weight b/g2 1", 5.0, 10.0, SEC)
+            .unwrap_err();
         assert!(e.why.contains("deadline"), "{e}");
         // A command that does not raise still goes (finishing a decrease).
         assert!(p.admit("ep", "set weight b/b1 9", 5.0, 4.0, SEC).is_ok());
@@ -259,7 +263,9 @@ mod tests {
             blocked: Mutex::new(Some("global freeze is on".into())),
         });
         let p = raise(w.clone(), "2026-12-07T19:00:00Z");
-        let e = p.admit("ep", "set weight b/g1 1", 5.0, 10.0, SEC).unwrap_err();
+        let e = p
+            .admit("ep", "set weight b/g1 1", 5.0, 10.0, SEC)
+            .unwrap_err();
         assert!(e.why.contains("freeze"), "{e}");
         *w.blocked.lock().unwrap() = None;
         assert!(p.admit("ep", "set weight b/g1 1", 5.0, 10.0, SEC).is_ok());

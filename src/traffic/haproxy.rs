@@ -215,7 +215,12 @@ impl HaproxyBackend {
     // ---- per-endpoint operations -------------------------------------
 
     /// Read configured weights, compute and write the weights for `share`.
-    async fn write_share(&self, ep: &Endpoint, share: u32, permit: &Permit) -> EpResult<WeightPlan> {
+    async fn write_share(
+        &self,
+        ep: &Endpoint,
+        share: u32,
+        permit: &Permit,
+    ) -> EpResult<WeightPlan> {
         let servers = self.servers_state(ep).await?;
         let plan = self.plan_for(ep, &servers, share)?;
         let mut wire = Wire::new(self, ep, &servers, permit);
@@ -551,7 +556,10 @@ impl HaproxyBackend {
         }
         if shutdown {
             for s in &self.orientation.canary.servers {
-                if let Err(e) = wire.send(&format!("shutdown sessions server {b}/{s}")).await {
+                if let Err(e) = wire
+                    .send(&format!("shutdown sessions server {b}/{s}"))
+                    .await
+                {
                     errors.push(e);
                 }
             }

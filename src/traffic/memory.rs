@@ -66,6 +66,18 @@ pub struct MemoryState {
     pub sessions_shut: bool,
     /// Every command every endpoint received, in order.
     pub log: Vec<Command>,
+    /// Called at every read, before it (a test breaks the world there).
+    pub on_read: Option<Hook>,
+}
+
+/// A test's hook; runs outside the target's lock.
+#[derive(Clone)]
+pub struct Hook(pub Arc<dyn Fn() + Send + Sync>);
+
+impl std::fmt::Debug for Hook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Hook")
+    }
 }
 
 /// A handle a test keeps to look at and poke the target.
@@ -262,6 +274,10 @@ impl TrafficBackend for MemoryBackend {
     }
 
     async fn read(&self) -> Result<Reading, TrafficError> {
+        let hook = self.lock().on_read.clone();
+        if let Some(h) = hook {
+            (h.0)();
+        }
         let st = self.lock();
         let endpoints = st
             .shares

@@ -81,7 +81,8 @@ pub async fn harness_with(store: Store, dir: Option<tempfile::TempDir>, start: &
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let cals = Arc::new(Calendars::load(&root.join("rollouts/calendars")).unwrap());
     let clock = Arc::new(ManualClock::new(t(start)));
-    let traffic = MemoryFactory::default();
+    // Endpoint latencies (when a test sets them) move the manual clock on.
+    let traffic = MemoryFactory::with_clock(clock.clone());
     let metrics = ScriptedMetrics::new(healthy);
     // Each world journals into its own temp dir (kept: the dir must outlive
     // the controller; the OS cleans /tmp).
