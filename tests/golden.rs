@@ -94,7 +94,7 @@ fn plan_kite_api_near_coverage_end_has_null_steps() {
         "plan",
         "rollouts/kite-api.yaml",
         "--from",
-        "2026-12-29T17:00:00+05:30",
+        "2027-12-29T17:00:00+05:30",
         "-o",
         "json",
     ]);

@@ -25,6 +25,8 @@ struct RawCalendar {
     special_sessions: Vec<RawSpecial>,
     #[serde(default)]
     blackouts: Vec<RawBlackout>,
+    provisional_from: Option<String>,
+    provisional_note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -549,6 +551,23 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
     }
     blackouts.sort_by_key(|b| (b.date, b.hours.open));
 
+    let provisional_from = raw.provisional_from.as_deref().and_then(|s| {
+        let d = v.date("provisional_from", s)?;
+        v.in_coverage("provisional_from", d, cov);
+        Some(d)
+    });
+    let provisional_note = raw
+        .provisional_note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if provisional_note.is_some() && raw.provisional_from.is_none() {
+        v.err(
+            "provisional_note",
+            "a note about provisional data, but no provisional_from",
+            "add provisional_from: YYYY-MM-DD (the first date whose data is not final), or remove the note",
+        );
+    }
+
     if !v.problems.is_empty() {
         return Err(v.problems);
     }
@@ -566,5 +585,7 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
         holidays,
         special_sessions,
         blackouts,
+        provisional_from,
+        provisional_note,
     })
 }

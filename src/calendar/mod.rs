@@ -141,6 +141,11 @@ pub struct Calendar {
     pub special_sessions: BTreeMap<NaiveDate, SpecialSession>,
     /// Sorted by date.
     pub blackouts: Vec<Blackout>,
+    /// From this date on the data is not final (next year's holidays not yet
+    /// notified, say): the tools mark every window that relies on it.
+    pub provisional_from: Option<NaiveDate>,
+    /// Why the data is provisional, for people.
+    pub provisional_note: Option<String>,
 }
 
 /// Which rule of DESIGN §5 decided a date's sessions.
@@ -180,6 +185,18 @@ impl Calendar {
             localtime::at_minutes(self.timezone, self.valid_from, 0),
             localtime::at_minutes(self.timezone, self.valid_until, 1440),
         )
+    }
+
+    /// The first instant whose blocking may rest on provisional data:
+    /// `provisional_from` 00:00 in the calendar's zone.
+    pub fn provisional_start(&self) -> Option<DateTime<Utc>> {
+        self.provisional_from
+            .map(|d| localtime::at_minutes(self.timezone, d, 0))
+    }
+
+    /// Is `date`'s data provisional?
+    pub fn is_provisional(&self, date: NaiveDate) -> bool {
+        self.provisional_from.is_some_and(|p| date >= p)
     }
 
     /// The local hours of `segment` on `date`, and the rule that decided them.
