@@ -123,7 +123,10 @@ fn windows_past_coverage_says_the_calendar_ends_there() {
     assert_eq!(v["coverage"]["from"], "2025-01-01", "{v}");
     assert_eq!(v["coverage"]["until"], "2027-12-31", "{v}");
     let note = v["note"].as_str().expect("a coverage note");
-    assert!(note.contains("reaches outside the coverage of calendar nse"), "{note}");
+    assert!(
+        note.contains("reaches outside the coverage of calendar nse"),
+        "{note}"
+    );
     // Windows up to the end of coverage are still shown.
     assert!(!v["windows"].as_array().unwrap().is_empty(), "{v}");
 
@@ -170,7 +173,15 @@ fn plan_into_2027_marks_steps_provisional() {
     assert_eq!(steps[0]["provisional"], false, "raise on 31 Dec: {out}");
     assert_eq!(steps.last().unwrap()["provisional"], true, "{out}");
     assert!(v["complete_at"].as_str().unwrap() >= "2027", "{out}");
-    let text = muhurat(&["plan", "rollouts/kite-api.yaml", "--from", "2026-12-30T17:00:00+05:30"]);
+    let text = muhurat(&[
+        "plan",
+        "rollouts/kite-api.yaml",
+        "--from",
+        "2026-12-30T17:00:00+05:30",
+    ]);
     assert!(text.contains("[provisional]"), "{text}");
-    assert!(text.contains("Provisional: calendar nse data from 2027-01-01"), "{text}");
+    assert!(
+        text.contains("Provisional: calendar nse data from 2027-01-01"),
+        "{text}"
+    );
 }

@@ -292,7 +292,11 @@ fn calendar_covers_the_compared_range_in_ist() {
     // The reference covers 2025-2026; 2027 is provisional (checked below).
     assert_eq!(cal.valid_until, date("2027-12-31"));
     assert_eq!(cal.provisional_from, Some(date("2027-01-01")));
-    assert!(cal.provisional_note.as_deref().is_some_and(|n| n.contains("2027")));
+    assert!(
+        cal.provisional_note
+            .as_deref()
+            .is_some_and(|n| n.contains("2027"))
+    );
     assert_eq!(cal.timezone.name(), r.timezone);
     assert_eq!(cal.segment_names(), SEGMENTS);
 }
@@ -726,12 +730,25 @@ fn diwali_2027_blackout_covers_each_plausible_muhurat_date_whole() {
 
 fn windows_json(from: &str, days: &str) -> serde_json::Value {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhurat"))
-        .args(["windows", "rollouts/kite-api.yaml", "--from", from, "--days", days, "-o", "json"])
+        .args([
+            "windows",
+            "rollouts/kite-api.yaml",
+            "--from",
+            from,
+            "--days",
+            days,
+            "-o",
+            "json",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("MUHURAT_CALENDARS")
         .output()
         .expect("run muhurat");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("JSON")
 }
 
@@ -754,7 +771,10 @@ fn windows_over_2027_are_provisional_and_never_inside_a_weekday_session() {
             .collect();
         assert!(in_2027.len() >= 3, "{from}: {v}");
         for w in ws {
-            let (start, end) = (ist(w["start"].as_str().unwrap()), ist(w["end"].as_str().unwrap()));
+            let (start, end) = (
+                ist(w["start"].as_str().unwrap()),
+                ist(w["end"].as_str().unwrap()),
+            );
             if end > ist("2027-01-01T00:00:00+05:30") {
                 assert_eq!(w["provisional"], true, "{w}");
             }
@@ -776,4 +796,17 @@ fn windows_over_2027_are_provisional_and_never_inside_a_weekday_session() {
             }
         }
     }
+}
+
+/// `muhurat calendar check` has nothing to say about the shipped calendar
+/// on the day 2027 was added; with the 2026 coverage it would have warned.
+#[test]
+fn calendar_check_finds_no_warning_in_nse_yaml() {
+    let (cal, warnings) = calendar::check("nse.yaml", CALENDAR, date("2026-12-05")).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    assert_eq!(cal.valid_until, date("2027-12-31"));
+    // 45 days before the end of 2027 the same file warns.
+    let (_, warnings) = calendar::check("nse.yaml", CALENDAR, date("2027-11-20")).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].message.contains("coverage ends on 2027-12-31"));
 }

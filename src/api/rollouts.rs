@@ -250,9 +250,8 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
             // The next window rests on provisional data when a provisional
             // session (guard and min_remaining included) may decide it.
             v["next_window_provisional"] = json!(r.next_window.is_some_and(|t| {
-                cal.provisional_start().is_some_and(|p| {
-                    t + spec.windows.min_remaining + spec.windows.before_open > p
-                })
+                cal.provisional_start()
+                    .is_some_and(|p| t + spec.windows.min_remaining + spec.windows.before_open > p)
             }));
             let frozen = c.store().freeze().await?.on;
             v["plan"] = json!(projected(spec, &cal, &r, now, frozen));

@@ -110,6 +110,39 @@ pub fn parse(file: &str, text: &str) -> Result<Calendar, Vec<Diagnostic>> {
     })
 }
 
+/// `muhurat calendar check`: every error of the file at once (the same
+/// diagnostics as [`parse`]), or a valid file and its warnings (see
+/// `calendar/check.rs`). `today` is the caller's, for the coverage warning.
+pub fn check(
+    file: &str,
+    text: &str,
+    today: NaiveDate,
+) -> Result<(Calendar, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let raw: RawCalendar = yaml::from_str(file, text).map_err(|d| vec![*d])?;
+    let positions = Positions::index(text);
+    let by_date = |dates: Vec<&String>| -> BTreeMap<NaiveDate, usize> {
+        dates
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok()?, i)))
+            .rev() // the first entry of a date wins
+            .collect()
+    };
+    let index = super::check::Index {
+        holidays: by_date(raw.holidays.iter().map(|h| &h.date).collect()),
+        special_sessions: by_date(raw.special_sessions.iter().map(|s| &s.date).collect()),
+    };
+    let place = |problems: Vec<Problem>| -> Vec<Diagnostic> {
+        problems
+            .into_iter()
+            .map(|p| positions.place(file, p))
+            .collect()
+    };
+    let cal = validate(raw).map_err(place)?;
+    let warnings = place(super::check::warnings(&cal, today, &index));
+    Ok((cal, warnings))
+}
+
 /// `2026.11.1` → [2026, 11, 1].
 pub fn parse_version(s: &str) -> Result<Version, String> {
     let parts: Result<Vec<u64>, _> = s

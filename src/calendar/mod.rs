@@ -8,6 +8,8 @@
 //! blocked (fail closed), but dates just outside still produce their regular
 //! sessions so that guards widen into the coverage correctly.
 
+mod check;
+mod days;
 mod load;
 
 use std::collections::BTreeMap;
@@ -20,7 +22,9 @@ use serde::Serialize;
 use crate::localtime;
 use crate::windows::Interval;
 
-pub use load::{parse, parse_version};
+pub use check::COVERAGE_WARNING_DAYS;
+pub use days::{Day, DayBlackout, DayEntry, DaySegment, DaySession};
+pub use load::{check, parse, parse_version};
 
 /// Minutes after local midnight, `0..=1440` (1440 is the file's `24:00`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

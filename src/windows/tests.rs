@@ -668,9 +668,21 @@ fn a_window_relies_on_provisional_data_when_its_end_and_guard_reach_it(
 #[rstest]
 #[case::inside("2026-06-01T00:00:00+05:30", "2026-06-08T00:00:00+05:30", None)]
 #[case::exactly_coverage("2026-01-01T00:00:00+05:30", "2027-01-01T00:00:00+05:30", None)]
-#[case::reaches_past_end("2026-12-28T00:00:00+05:30", "2027-01-04T00:00:00+05:30", Some("reaches outside"))]
-#[case::starts_before("2025-12-28T00:00:00+05:30", "2026-01-04T00:00:00+05:30", Some("reaches outside"))]
-#[case::wholly_after("2027-01-02T00:00:00+05:30", "2027-01-04T00:00:00+05:30", Some("lies outside"))]
+#[case::reaches_past_end(
+    "2026-12-28T00:00:00+05:30",
+    "2027-01-04T00:00:00+05:30",
+    Some("reaches outside")
+)]
+#[case::starts_before(
+    "2025-12-28T00:00:00+05:30",
+    "2026-01-04T00:00:00+05:30",
+    Some("reaches outside")
+)]
+#[case::wholly_after(
+    "2027-01-02T00:00:00+05:30",
+    "2027-01-04T00:00:00+05:30",
+    Some("lies outside")
+)]
 fn coverage_note_names_the_coverage_when_the_range_leaves_it(
     #[case] from: &str,
     #[case] to: &str,
