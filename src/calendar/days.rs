@@ -66,6 +66,25 @@ pub struct Day {
     pub blackouts: Vec<DayBlackout>,
 }
 
+/// A calendar's identity, coverage and provisional status: how `calendar
+/// show -o json` and `GET /api/v1/calendars` name a calendar.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CalendarInfo {
+    pub name: String,
+    pub version: String,
+    pub timezone: String,
+    pub coverage: Coverage,
+    pub provisional_from: Option<NaiveDate>,
+    pub provisional_note: Option<String>,
+}
+
+/// `[from, until]`, both dates inclusive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Coverage {
+    pub from: NaiveDate,
+    pub until: NaiveDate,
+}
+
 fn hours(h: &Hours, rule: &'static str) -> DaySession {
     DaySession {
         open: h.open.to_string(),
@@ -84,6 +103,20 @@ fn entry(name: &str, closed: Option<Vec<String>>, p: &Provenance) -> DayEntry {
 }
 
 impl Calendar {
+    pub fn info(&self) -> CalendarInfo {
+        CalendarInfo {
+            name: self.name.clone(),
+            version: self.version.to_string(),
+            timezone: self.timezone.name().to_string(),
+            coverage: Coverage {
+                from: self.valid_from,
+                until: self.valid_until,
+            },
+            provisional_from: self.provisional_from,
+            provisional_note: self.provisional_note.clone(),
+        }
+    }
+
     /// The day `date`, for the segments named in `only` (all when empty).
     pub fn day(&self, date: NaiveDate, only: &[String]) -> Day {
         let covered = self.valid_from <= date && date <= self.valid_until;

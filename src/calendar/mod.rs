@@ -23,7 +23,7 @@ use crate::localtime;
 use crate::windows::Interval;
 
 pub use check::COVERAGE_WARNING_DAYS;
-pub use days::{Day, DayBlackout, DayEntry, DaySegment, DaySession};
+pub use days::{CalendarInfo, Coverage, Day, DayBlackout, DayEntry, DaySegment, DaySession};
 pub use load::{check, parse, parse_version};
 
 /// Minutes after local midnight, `0..=1440` (1440 is the file's `24:00`).

@@ -159,7 +159,7 @@ fn show(
     match output {
         Output::Json => {
             let doc = json!({
-                "calendar": calendar_json(&cal),
+                "calendar": cal.info(),
                 "from": first.to_string(),
                 "to": last.to_string(),
                 "days": list,
@@ -194,18 +194,6 @@ fn show(
         }
     }
     EXIT_OK
-}
-
-/// The calendar as `calendar show -o json` and the API name it.
-pub fn calendar_json(cal: &Calendar) -> serde_json::Value {
-    json!({
-        "name": cal.name,
-        "version": cal.version.to_string(),
-        "timezone": cal.timezone.name(),
-        "coverage": {"from": cal.valid_from.to_string(), "until": cal.valid_until.to_string()},
-        "provisional_from": cal.provisional_from.map(|d| d.to_string()),
-        "provisional_note": cal.provisional_note,
-    })
 }
 
 /// Contiguous runs of dates, as `2027-01-01..2027-12-31` (or one date).
