@@ -1576,3 +1576,51 @@ async fn calendar_days_refuse_bad_and_unbounded_ranges() {
         "{v}"
     );
 }
+
+#[tokio::test]
+async fn readyz_stays_ready_and_says_the_calendar_is_provisional() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h.call("nobody", "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let w = v["warnings"].as_array().unwrap();
+    // 2026-11-23: 2027 is provisional; coverage (to 2027-12-31) is far.
+    assert_eq!(w.len(), 1, "{v}");
+    assert_eq!(w[0]["code"], "calendar_provisional");
+    assert!(
+        w[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data from 2027-01-01 is provisional")
+    );
+}
+
+#[test]
+fn readiness_warns_when_coverage_ends_within_45_days() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cals = Calendars::load(&root.join("rollouts/calendars")).unwrap();
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    let codes = |now: &str| -> Vec<String> {
+        api::calendars::readiness_warnings(&cals, at(now))
+            .iter()
+            .map(|w| w["code"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(codes("2027-11-10T12:00:00+05:30"), ["calendar_provisional"]);
+    assert_eq!(
+        codes("2027-11-20T12:00:00+05:30"),
+        ["calendar_coverage_low", "calendar_provisional"]
+    );
+    let w = api::calendars::readiness_warnings(&cals, at("2027-11-20T12:00:00+05:30"));
+    assert!(
+        w[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("coverage ends on 2027-12-31 (in 41 day(s))"),
+        "{w:?}"
+    );
+    // Ended: still low, no longer "provisional".
+    assert_eq!(
+        codes("2028-01-02T00:00:00+05:30"),
+        ["calendar_coverage_low"]
+    );
+}

@@ -18,6 +18,46 @@ use super::AppState;
 use super::auth::{Action, Caller};
 use super::errors::ApiError;
 
+/// What `/readyz` says about the calendars without making the server
+/// unready (issue 10): coverage ending within 45 days, and provisional data
+/// in force or coming, so an operator knows windows may still change.
+pub fn readiness_warnings(
+    cals: &crate::controller::Calendars,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for c in cals.all() {
+        let left = c.coverage().end - now;
+        if left < crate::controller::calendars::COVERAGE_WARNING {
+            out.push(json!({
+                "code": "calendar_coverage_low",
+                "calendar": c.name,
+                "message": format!(
+                    "calendar {}: coverage ends on {} (in {} day(s)); after that nothing moves (fail closed) — publish the next calendar and reload",
+                    c.name,
+                    c.valid_until,
+                    left.num_days().max(0)
+                ),
+            }));
+        }
+        if let Some(p) = c.provisional_from
+            && left > chrono::TimeDelta::zero()
+        {
+            out.push(json!({
+                "code": "calendar_provisional",
+                "calendar": c.name,
+                "message": format!(
+                    "calendar {} {}: data from {p} is provisional{} — windows that rely on it are marked provisional",
+                    c.name,
+                    c.version,
+                    c.provisional_note.as_deref().map_or_else(String::new, |n| format!(" ({n})"))
+                ),
+            }));
+        }
+    }
+    out
+}
+
 /// The longest range `days` answers, in days (a leap year).
 pub const MAX_DAYS: i64 = 366;
 

@@ -197,6 +197,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "problems": problems,
         "clock_skew_ms": c.clock_skew().map(|d| d.num_milliseconds()),
         "calendars": coverage,
+        "warnings": calendars::readiness_warnings(c.calendars(), now),
     });
     (status, Json(body)).into_response()
 }
