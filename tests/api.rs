@@ -1624,3 +1624,23 @@ fn readiness_warns_when_coverage_ends_within_45_days() {
         ["calendar_coverage_low"]
     );
 }
+
+#[tokio::test]
+async fn rollout_detail_says_which_times_rest_on_provisional_data() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["calendar"]["provisional_from"], "2027-01-01", "{v}");
+    // Waiting for approval in November 2026: no window pending, nothing
+    // provisional yet.
+    assert_eq!(v["next_window_provisional"], false, "{v}");
+    let steps = v["plan"]["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{v}");
+    for st in steps {
+        assert_eq!(st["provisional"], false, "{st}");
+    }
+}
