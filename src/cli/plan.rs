@@ -51,7 +51,9 @@ pub fn run(
             println!(
                 "Assumes every check passes and approvals come at once; offline, the server's global freeze is not known."
             );
-            if let Some(note) = super::windows::provisional_line(cal) {
+            if (0..p.steps.len()).any(|i| p.is_provisional(i))
+                && let Some(note) = super::windows::provisional_line(cal)
+            {
                 println!("{}", note.replace("windows marked", "steps marked"));
             }
             println!();

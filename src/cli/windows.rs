@@ -179,7 +179,10 @@ pub fn run(
                 tz.name()
             );
             println!("Offline: the server's global freeze is not known here.");
-            if let Some(note) = provisional_line(cal) {
+            // Only when the range reaches the provisional data (guard included).
+            if windows::relies_on_provisional(&rules, cal, range)
+                && let Some(note) = provisional_line(cal)
+            {
                 println!("{note}");
             }
             let coverage = windows::coverage_note(cal, range);
