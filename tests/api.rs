@@ -381,6 +381,14 @@ async fn role_matrix() {
             &admin,
             StatusCode::OK,
         ),
+        ("GET", "/api/v1/calendars", None, &all, StatusCode::OK),
+        (
+            "GET",
+            "/api/v1/calendars/nse/days?from=2027-01-01&to=2027-01-07",
+            None,
+            &all,
+            StatusCode::OK,
+        ),
     ];
     for (method, path, body, allowed, expect) in cases {
         for role in all {
@@ -1436,8 +1444,229 @@ async fn real_responses_match_openapi_yaml() {
         .call("admin", "POST", "/api/v1/calendars/reload", None)
         .await;
     check_response(&doc, "post", "/api/v1/calendars/reload", s, &v);
+    let (s, v) = h.call("viewer", "GET", "/api/v1/calendars", None).await;
+    check_response(&doc, "get", "/api/v1/calendars", s, &v);
+    for q in [
+        "nse/days?from=2027-10-25&to=2027-11-03",
+        "nse/days?from=2027-01-01&to=2028-01-02",
+        "nope/days?from=2027-01-01&to=2027-01-02",
+    ] {
+        let (s, v) = h
+            .call("viewer", "GET", &format!("/api/v1/calendars/{q}"), None)
+            .await;
+        check_response(&doc, "get", "/api/v1/calendars/{name}/days", s, &v);
+    }
     let (s, v) = h.call("nobody", "GET", "/healthz", None).await;
     check_response(&doc, "get", "/healthz", s, &v);
     let (s, v) = h.call("nobody", "GET", "/readyz", None).await;
     check_response(&doc, "get", "/readyz", s, &v);
+}
+
+// ---- calendars ---------------------------------------------------------------
+
+#[tokio::test]
+async fn calendars_list_coverage_and_provisional_status() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h.call("viewer", "GET", "/api/v1/calendars", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let cals = v["calendars"].as_array().unwrap();
+    assert_eq!(cals.len(), 1, "{v}");
+    let nse = &cals[0];
+    assert_eq!(nse["name"], "nse");
+    assert_eq!(nse["coverage"]["from"], "2025-01-01");
+    assert_eq!(nse["coverage"]["until"], "2027-12-31");
+    assert_eq!(nse["provisional_from"], "2027-01-01");
+    assert!(nse["version"].as_str().unwrap().starts_with("2026."), "{v}");
+    // 2026-11-23 20:00 IST → 2028-01-01 00:00 IST: 403 days and 4 hours.
+    assert_eq!(nse["coverage_remaining_seconds"], 34_833_600, "{v}");
+}
+
+#[tokio::test]
+async fn calendar_days_show_sessions_holidays_and_blackouts_with_provenance() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h
+        .call(
+            "viewer",
+            "GET",
+            "/api/v1/calendars/nse/days?from=2027-01-25&to=2027-01-26",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let days = v["days"].as_array().unwrap();
+    assert_eq!(days.len(), 2);
+    assert_eq!(days[0]["date"], "2027-01-25");
+    assert_eq!(days[0]["provisional"], true);
+    assert_eq!(days[0]["segments"][0]["segment"], "equity");
+    assert_eq!(days[0]["segments"][0]["sessions"][0]["open"], "08:45");
+    assert_eq!(days[1]["holiday"]["name"], "Republic Day");
+    assert_eq!(days[1]["holiday"]["confidence"], "medium");
+    assert!(days[1]["holiday"]["source"].as_str().is_some(), "{v}");
+    assert_eq!(days[1]["segments"][0]["closed_by_holiday"], true);
+
+    let (_, v) = h
+        .call(
+            "viewer",
+            "GET",
+            "/api/v1/calendars/nse/days?from=2026-11-08&to=2026-11-08",
+            None,
+        )
+        .await;
+    let b = &v["days"][0]["blackouts"][0];
+    assert_eq!(b["from"], "00:00");
+    assert_eq!(b["to"], "24:00");
+    assert_eq!(b["confidence"], "low");
+    assert_eq!(v["days"][0]["provisional"], false);
+
+    // Outside coverage: no sessions, `covered: false`.
+    let (_, v) = h
+        .call(
+            "viewer",
+            "GET",
+            "/api/v1/calendars/nse/days?from=2028-01-03&to=2028-01-03",
+            None,
+        )
+        .await;
+    assert_eq!(v["days"][0]["covered"], false, "{v}");
+    assert!(
+        v["days"][0]["segments"][0]["sessions"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn calendar_days_refuse_bad_and_unbounded_ranges() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    for (q, status, says) in [
+        ("from=2027-01-01&to=2027-12-31", StatusCode::OK, ""),
+        ("from=2027-01-01&to=2028-01-01", StatusCode::OK, ""),
+        (
+            "from=2027-01-01&to=2028-01-02",
+            StatusCode::BAD_REQUEST,
+            "ask for at most 366",
+        ),
+        (
+            "to=2027-01-02",
+            StatusCode::BAD_REQUEST,
+            "`from` is required",
+        ),
+        (
+            "from=2027-01-01",
+            StatusCode::BAD_REQUEST,
+            "`to` is required",
+        ),
+        (
+            "from=2027-01-05&to=2027-01-04",
+            StatusCode::BAD_REQUEST,
+            "before `from`",
+        ),
+        (
+            "from=tomorrow&to=2027-01-04",
+            StatusCode::BAD_REQUEST,
+            "not a date",
+        ),
+    ] {
+        let (s, v) = h
+            .call(
+                "viewer",
+                "GET",
+                &format!("/api/v1/calendars/nse/days?{q}"),
+                None,
+            )
+            .await;
+        assert_eq!(s, status, "{q}: {v}");
+        if !says.is_empty() {
+            assert_eq!(code(&v), "bad_request", "{v}");
+            assert!(
+                v["error"]["message"].as_str().unwrap().contains(says),
+                "{q}: {v}"
+            );
+        }
+    }
+    let (s, v) = h
+        .call(
+            "viewer",
+            "GET",
+            "/api/v1/calendars/bse/days?from=2027-01-01&to=2027-01-02",
+            None,
+        )
+        .await;
+    assert_eq!(s, StatusCode::NOT_FOUND, "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("loaded: nse"),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn readyz_stays_ready_and_says_the_calendar_is_provisional() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h.call("nobody", "GET", "/readyz", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let w = v["warnings"].as_array().unwrap();
+    // 2026-11-23: 2027 is provisional; coverage (to 2027-12-31) is far.
+    assert_eq!(w.len(), 1, "{v}");
+    assert_eq!(w[0]["code"], "calendar_provisional");
+    assert!(
+        w[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("data from 2027-01-01 is provisional")
+    );
+}
+
+#[test]
+fn readiness_warns_when_coverage_ends_within_45_days() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let cals = Calendars::load(&root.join("rollouts/calendars")).unwrap();
+    let at = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+    let codes = |now: &str| -> Vec<String> {
+        api::calendars::readiness_warnings(&cals, at(now))
+            .iter()
+            .map(|w| w["code"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(codes("2027-11-10T12:00:00+05:30"), ["calendar_provisional"]);
+    assert_eq!(
+        codes("2027-11-20T12:00:00+05:30"),
+        ["calendar_coverage_low", "calendar_provisional"]
+    );
+    let w = api::calendars::readiness_warnings(&cals, at("2027-11-20T12:00:00+05:30"));
+    assert!(
+        w[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("coverage ends on 2027-12-31 (in 41 day(s))"),
+        "{w:?}"
+    );
+    // Ended: still low, no longer "provisional".
+    assert_eq!(
+        codes("2028-01-02T00:00:00+05:30"),
+        ["calendar_coverage_low"]
+    );
+}
+
+#[tokio::test]
+async fn rollout_detail_says_which_times_rest_on_provisional_data() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["calendar"]["provisional_from"], "2027-01-01", "{v}");
+    // Waiting for approval in November 2026: no window pending, nothing
+    // provisional yet.
+    assert_eq!(v["next_window_provisional"], false, "{v}");
+    let steps = v["plan"]["steps"].as_array().unwrap();
+    assert!(!steps.is_empty(), "{v}");
+    for st in steps {
+        assert_eq!(st["provisional"], false, "{st}");
+    }
 }

@@ -816,7 +816,7 @@ fn every_muhurat_command_in_the_gitlab_template_parses() {
     assert_eq!(
         found,
         [
-            "abort", "pause", "plan", "pools", "start", "status", "validate"
+            "abort", "calendar", "pause", "plan", "pools", "start", "status", "validate"
         ],
         "the template's verbs"
     );

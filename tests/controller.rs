@@ -303,9 +303,9 @@ async fn approval_before_a_failed_check_is_void(b: Backend) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calendar_coverage_running_out_is_notified_once_a_day() {
-    // nse.yaml ends 2026-12-31: on 20 Nov less than 45 days remain.
-    let h = harness(Backend::Sqlite, "2026-11-10T12:00:00+05:30").await;
+async fn calendar_coverage_running_out_is_notified_once_per_calendar_version() {
+    // nse.yaml ends 2027-12-31: on 20 Nov 2027 less than 45 days remain.
+    let h = harness(Backend::Sqlite, "2027-11-10T12:00:00+05:30").await;
     let due = |h: &H| {
         let c = h.c.clone();
         async move {
@@ -317,20 +317,44 @@ async fn calendar_coverage_running_out_is_notified_once_a_day() {
     };
     h.c.pass().await.unwrap();
     assert!(due(&h).await.is_empty(), "52 days left: no warning yet");
-    h.clock.set(t("2026-11-20T12:00:00+05:30"));
+    h.clock.set(t("2027-11-20T12:00:00+05:30"));
     h.c.pass().await.unwrap();
     let rows = due(&h).await;
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0].channel, "webhook:sre");
     assert!(
-        rows[0].payload.contains("coverage ends in 41 day(s)"),
+        rows[0]
+            .payload
+            .contains("coverage ends in 41 day(s), on 2027-12-31"),
         "{}",
         rows[0].payload
     );
     h.clock.advance(TimeDelta::hours(6));
     h.c.pass().await.unwrap();
-    assert_eq!(due(&h).await.len(), 1, "at most once a day");
+    assert_eq!(due(&h).await.len(), 1, "not on every pass");
+    // The next day it is logged again, but not notified again: one
+    // notification per calendar version, not 45.
     h.clock.advance(TimeDelta::hours(19));
     h.c.pass().await.unwrap();
-    assert_eq!(due(&h).await.len(), 2);
+    assert_eq!(due(&h).await.len(), 1, "not every day either");
+}
+
+/// Issue 10: when no raise can happen before the calendar's coverage ends,
+/// `waiting_for` says exactly that and how to fix it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_for_names_the_calendar_end_when_no_window_is_left() {
+    // Fri 31 Dec 2027, 09:00: sessions until 23:55 (+ guard), then the
+    // coverage ends — no permitted window is left.
+    let h = harness(Backend::Sqlite, "2027-12-31T09:00:00+05:30").await;
+    let id = h.start(&spec("", STEPS)).await;
+    h.c.pass().await.unwrap();
+    let r = h.rollout(&id).await;
+    assert_eq!(r.state, State::WaitingForWindow, "{:?}", r.waiting_for);
+    assert_eq!(
+        r.waiting_for.as_deref(),
+        Some(
+            "no permitted window before the calendar nse ends on 2027-12-31 — extend the calendar"
+        )
+    );
+    assert_eq!(r.next_window, None);
 }

@@ -289,7 +289,14 @@ fn calendar_covers_the_compared_range_in_ist() {
     let r = reference();
     assert_eq!(cal.name, "nse");
     assert_eq!(cal.valid_from, date("2025-01-01"));
-    assert_eq!(cal.valid_until, date("2026-12-31"));
+    // The reference covers 2025-2026; 2027 is provisional (checked below).
+    assert_eq!(cal.valid_until, date("2027-12-31"));
+    assert_eq!(cal.provisional_from, Some(date("2027-01-01")));
+    assert!(
+        cal.provisional_note
+            .as_deref()
+            .is_some_and(|n| n.contains("2027"))
+    );
     assert_eq!(cal.timezone.name(), r.timezone);
     assert_eq!(cal.segment_names(), SEGMENTS);
 }
@@ -329,7 +336,13 @@ fn weekday_holidays_are_the_reference_holidays() {
         let weekday = d.weekday().to_string().to_uppercase();
         assert_eq!(h.weekday, weekday, "reference weekday of {d}");
     }
-    let in_calendar: BTreeSet<NaiveDate> = cal.holidays.keys().copied().collect();
+    // The reference's years only; 2027 has its own tests below.
+    let in_calendar: BTreeSet<NaiveDate> = cal
+        .holidays
+        .keys()
+        .copied()
+        .filter(|d| d.year() <= 2026)
+        .collect();
     let in_reference: BTreeSet<NaiveDate> = expected.holidays.keys().copied().collect();
     assert_eq!(in_calendar, in_reference);
     assert_eq!(in_reference.iter().filter(|d| d.year() == 2025).count(), 19);
@@ -595,4 +608,205 @@ fn version_is_dotted_numeric() {
     let cal = nse();
     assert_eq!(cal.version.to_string(), text);
     assert_eq!(Ok(cal.version), calendar::parse_version(text));
+}
+
+// ---------------------------------------------------------------------------
+// 2027: provisional, fail-safe (issue 10). The reference has no 2027
+// holidays, so these tests state the rules the data must follow instead.
+
+fn dates_2027() -> impl Iterator<Item = NaiveDate> {
+    dates(date("2027-01-01"), date("2027-12-31"))
+}
+
+/// The only 2027 holidays are the fixed-date ones that closed every segment
+/// in 2025 and 2026 and fall on a weekday: a holiday opens time, so nothing
+/// unconfirmed may be encoded.
+#[test]
+fn holidays_2027_are_only_republic_day_and_good_friday() {
+    let cal = nse();
+    let got: Vec<(NaiveDate, &str)> = cal
+        .holidays
+        .iter()
+        .filter(|(d, _)| d.year() == 2027)
+        .map(|(d, h)| (*d, h.name.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (date("2027-01-26"), "Republic Day"),
+            (date("2027-03-26"), "Good Friday")
+        ]
+    );
+    for d in [date("2027-01-26"), date("2027-03-26")] {
+        let h = &cal.holidays[&d];
+        assert_eq!(h.closed, calendar::Closed::All, "{d}");
+        assert!(h.sessions.is_empty(), "{d}");
+        assert!(h.provenance.source.is_some(), "{d}");
+        assert!(h.provenance.confidence.is_some(), "{d}");
+        assert!(is_weekday(d), "{d}");
+    }
+    assert!(cal.special_sessions.keys().all(|d| d.year() < 2027));
+}
+
+#[test]
+fn every_2027_weekday_that_is_not_a_listed_holiday_trades_every_segment() {
+    let cal = nse();
+    let mut trading_days = 0;
+    for d in dates_2027() {
+        let holiday = cal.holidays.contains_key(&d);
+        for segment in SEGMENTS {
+            let got = hours_on(&cal, segment, d);
+            if is_weekday(d) && !holiday {
+                assert_eq!(got.len(), 1, "{d} {segment}: {got:?}");
+            } else {
+                assert!(got.is_empty(), "{d} {segment}: {got:?}");
+            }
+        }
+        if is_weekday(d) && !holiday {
+            let equity = hours_on(&cal, "equity", d);
+            assert_eq!(equity, vec![pair("08:45", "16:15")], "{d}");
+            trading_days += 1;
+        }
+    }
+    // 261 weekdays in 2027 less the two holidays.
+    assert_eq!(trading_days, 259);
+}
+
+/// US daylight time, from the tz database rather than the calendar: is
+/// New York on daylight time at noon of `d` (an Indian trading day)?
+fn us_dst(d: NaiveDate) -> bool {
+    use chrono::{Offset, TimeZone};
+    let ny = chrono_tz::America::New_York;
+    let noon = ny
+        .from_local_datetime(&d.and_hms_opt(12, 0, 0).unwrap())
+        .unwrap();
+    noon.offset().fix().local_minus_utc() == -4 * 3600
+}
+
+#[test]
+fn every_mcx_close_in_2027_is_23_30_in_us_dst_and_23_55_outside() {
+    let cal = nse();
+    let commodity = cal.segment("commodity").unwrap();
+    let (mut summer, mut winter) = (0, 0);
+    for d in dates_2027() {
+        for s in cal.sessions(commodity, d, d) {
+            let close = if us_dst(d) { "23:30" } else { "23:55" };
+            assert_eq!(
+                s.interval.end,
+                ist(&format!("{d}T{close}:00+05:30")),
+                "{d} ({})",
+                d.weekday()
+            );
+            if us_dst(d) {
+                summer += 1;
+            } else {
+                winter += 1;
+            }
+        }
+    }
+    // The switch days themselves, named: the Monday after each US change.
+    assert!(us_dst(date("2027-03-15")) && !us_dst(date("2027-03-12")));
+    assert!(us_dst(date("2027-11-05")) && !us_dst(date("2027-11-08")));
+    assert!(summer > 150 && winter > 80, "{summer} {winter}");
+}
+
+#[test]
+fn diwali_2027_blackout_covers_each_plausible_muhurat_date_whole() {
+    let cal = nse();
+    // Laxmi Pujan is expected on Fri 2027-10-29; the exchanges' date can
+    // differ by a day or two from almanacs, and the hours are unknown.
+    for d in dates(date("2027-10-27"), date("2027-11-02")) {
+        let b = cal.blackouts_between(d, d);
+        assert!(
+            b.iter().any(|(iv, bl)| {
+                iv.start == ist(&format!("{d}T00:00:00+05:30"))
+                    && iv.end - iv.start == TimeDelta::hours(24)
+                    && bl.provenance.confidence == Some(Confidence::Low)
+            }),
+            "{d}: not blacked out whole"
+        );
+    }
+}
+
+fn windows_json(from: &str, days: &str) -> serde_json::Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_muhurat"))
+        .args([
+            "windows",
+            "rollouts/kite-api.yaml",
+            "--from",
+            from,
+            "--days",
+            days,
+            "-o",
+            "json",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("MUHURAT_CALENDARS")
+        .output()
+        .expect("run muhurat");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("JSON")
+}
+
+/// Acceptance of issue 10: a new user on 2026-12-31 and on 2027-01-04 sees
+/// permitted windows in 2027, marked provisional, none inside a weekday
+/// session.
+#[test]
+fn windows_over_2027_are_provisional_and_never_inside_a_weekday_session() {
+    let cal = nse();
+    let equity = cal.segment("equity").unwrap();
+    let commodity = cal.segment("commodity").unwrap();
+    for from in ["2026-12-31T00:00:00+05:30", "2027-01-04T00:00:00+05:30"] {
+        let v = windows_json(from, "7");
+        assert_eq!(v["calendar"]["provisional_from"], "2027-01-01", "{v}");
+        assert!(v["note"].is_null(), "inside coverage: {v}");
+        let ws = v["windows"].as_array().unwrap();
+        let in_2027: Vec<_> = ws
+            .iter()
+            .filter(|w| w["start"].as_str().unwrap() >= "2027")
+            .collect();
+        assert!(in_2027.len() >= 3, "{from}: {v}");
+        for w in ws {
+            let (start, end) = (
+                ist(w["start"].as_str().unwrap()),
+                ist(w["end"].as_str().unwrap()),
+            );
+            if end > ist("2027-01-01T00:00:00+05:30") {
+                assert_eq!(w["provisional"], true, "{w}");
+            }
+            let (first, last) = (
+                start.with_timezone(&cal.timezone).date_naive(),
+                end.with_timezone(&cal.timezone).date_naive(),
+            );
+            for s in cal
+                .sessions(equity, first, last)
+                .into_iter()
+                .chain(cal.sessions(commodity, first, last))
+            {
+                assert!(
+                    !(s.interval.start < end && start < s.interval.end),
+                    "{w} overlaps the {} session of {}",
+                    s.segment,
+                    s.date
+                );
+            }
+        }
+    }
+}
+
+/// `muhurat calendar check` has nothing to say about the shipped calendar
+/// on the day 2027 was added; with the 2026 coverage it would have warned.
+#[test]
+fn calendar_check_finds_no_warning_in_nse_yaml() {
+    let (cal, warnings) = calendar::check("nse.yaml", CALENDAR, date("2026-12-05")).expect("valid");
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    assert_eq!(cal.valid_until, date("2027-12-31"));
+    // 45 days before the end of 2027 the same file warns.
+    let (_, warnings) = calendar::check("nse.yaml", CALENDAR, date("2027-11-20")).unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert!(warnings[0].message.contains("coverage ends on 2027-12-31"));
 }

@@ -15,6 +15,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod calendars;
 pub mod errors;
 pub mod events;
 pub mod pools;
@@ -132,6 +133,8 @@ fn routes() -> Routes {
         .add("get", "/api/v1/freeze", get(show_freeze))
         .add("post", "/api/v1/freeze", post(set_freeze))
         .add("post", "/api/v1/calendars/reload", post(reload_calendars))
+        .add("get", "/api/v1/calendars", get(calendars::list))
+        .add("get", "/api/v1/calendars/{name}/days", get(calendars::days))
 }
 
 /// Every (method, path) the router serves, lower-case methods, axum path
@@ -198,6 +201,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "clock_skew_ms": clock.skew_ms,
         "clock": clock,
         "calendars": coverage,
+        "warnings": calendars::readiness_warnings(c.calendars(), now),
     });
     (status, Json(body)).into_response()
 }

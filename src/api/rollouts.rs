@@ -129,7 +129,7 @@ fn projected(
         .enumerate()
         .map(|(i, s)| {
             let index = i + r.step;
-            match s {
+            let mut v = match s {
                 Planned::SetWeight { weight, at } => {
                     json!({"index": index, "type": "set_weight", "weight": weight, "at": o(at)})
                 }
@@ -140,7 +140,9 @@ fn projected(
                     json!({"index": index, "type": "approval", "at": o(at)})
                 }
                 Planned::Pause { at } => json!({"index": index, "type": "pause", "at": o(at)}),
-            }
+            };
+            v["provisional"] = json!(p.is_provisional(i));
+            v
         })
         .collect();
     Some(json!({
@@ -244,7 +246,13 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
         // `windows.timezone`); instants themselves stay UTC.
         v["timezone"] = json!(spec.windows.timezone.name());
         if let Some(cal) = c.calendars().get(&spec.calendar) {
-            v["calendar"] = json!({"name": cal.name, "version": cal.version.to_string()});
+            v["calendar"] = json!({"name": cal.name, "version": cal.version.to_string(), "provisional_from": cal.provisional_from.map(|d| d.to_string())});
+            // The next window rests on provisional data when a provisional
+            // session (guard and min_remaining included) may decide it.
+            v["next_window_provisional"] = json!(r.next_window.is_some_and(|t| {
+                cal.provisional_start()
+                    .is_some_and(|p| t + spec.windows.min_remaining + spec.windows.before_open > p)
+            }));
             let frozen = c.store().freeze().await?.on;
             v["plan"] = json!(projected(spec, &cal, &r, now, frozen));
         }

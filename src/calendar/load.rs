@@ -25,6 +25,8 @@ struct RawCalendar {
     special_sessions: Vec<RawSpecial>,
     #[serde(default)]
     blackouts: Vec<RawBlackout>,
+    provisional_from: Option<String>,
+    provisional_note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +108,39 @@ pub fn parse(file: &str, text: &str) -> Result<Calendar, Vec<Diagnostic>> {
             .map(|p| positions.place(file, p))
             .collect()
     })
+}
+
+/// `muhurat calendar check`: every error of the file at once (the same
+/// diagnostics as [`parse`]), or a valid file and its warnings (see
+/// `calendar/check.rs`). `today` is the caller's, for the coverage warning.
+pub fn check(
+    file: &str,
+    text: &str,
+    today: NaiveDate,
+) -> Result<(Calendar, Vec<Diagnostic>), Vec<Diagnostic>> {
+    let raw: RawCalendar = yaml::from_str(file, text).map_err(|d| vec![*d])?;
+    let positions = Positions::index(text);
+    let by_date = |dates: Vec<&String>| -> BTreeMap<NaiveDate, usize> {
+        dates
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, d)| Some((NaiveDate::parse_from_str(d.trim(), "%Y-%m-%d").ok()?, i)))
+            .rev() // the first entry of a date wins
+            .collect()
+    };
+    let index = super::check::Index {
+        holidays: by_date(raw.holidays.iter().map(|h| &h.date).collect()),
+        special_sessions: by_date(raw.special_sessions.iter().map(|s| &s.date).collect()),
+    };
+    let place = |problems: Vec<Problem>| -> Vec<Diagnostic> {
+        problems
+            .into_iter()
+            .map(|p| positions.place(file, p))
+            .collect()
+    };
+    let cal = validate(raw).map_err(place)?;
+    let warnings = place(super::check::warnings(&cal, today, &index));
+    Ok((cal, warnings))
 }
 
 /// `2026.11.1` → [2026, 11, 1].
@@ -549,6 +584,23 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
     }
     blackouts.sort_by_key(|b| (b.date, b.hours.open));
 
+    let provisional_from = raw.provisional_from.as_deref().and_then(|s| {
+        let d = v.date("provisional_from", s)?;
+        v.in_coverage("provisional_from", d, cov);
+        Some(d)
+    });
+    let provisional_note = raw
+        .provisional_note
+        .map(|n| n.trim().to_string())
+        .filter(|n| !n.is_empty());
+    if provisional_note.is_some() && raw.provisional_from.is_none() {
+        v.err(
+            "provisional_note",
+            "a note about provisional data, but no provisional_from",
+            "add provisional_from: YYYY-MM-DD (the first date whose data is not final), or remove the note",
+        );
+    }
+
     if !v.problems.is_empty() {
         return Err(v.problems);
     }
@@ -566,5 +618,7 @@ fn validate(raw: RawCalendar) -> Result<Calendar, Vec<Problem>> {
         holidays,
         special_sessions,
         blackouts,
+        provisional_from,
+        provisional_note,
     })
 }

@@ -8,6 +8,8 @@
 //! blocked (fail closed), but dates just outside still produce their regular
 //! sessions so that guards widen into the coverage correctly.
 
+mod check;
+mod days;
 mod load;
 
 use std::collections::BTreeMap;
@@ -20,7 +22,9 @@ use serde::Serialize;
 use crate::localtime;
 use crate::windows::Interval;
 
-pub use load::{parse, parse_version};
+pub use check::COVERAGE_WARNING_DAYS;
+pub use days::{CalendarInfo, Coverage, Day, DayBlackout, DayEntry, DaySegment, DaySession};
+pub use load::{check, parse, parse_version};
 
 /// Minutes after local midnight, `0..=1440` (1440 is the file's `24:00`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -141,6 +145,11 @@ pub struct Calendar {
     pub special_sessions: BTreeMap<NaiveDate, SpecialSession>,
     /// Sorted by date.
     pub blackouts: Vec<Blackout>,
+    /// From this date on the data is not final (next year's holidays not yet
+    /// notified, say): the tools mark every window that relies on it.
+    pub provisional_from: Option<NaiveDate>,
+    /// Why the data is provisional, for people.
+    pub provisional_note: Option<String>,
 }
 
 /// Which rule of DESIGN §5 decided a date's sessions.
@@ -180,6 +189,18 @@ impl Calendar {
             localtime::at_minutes(self.timezone, self.valid_from, 0),
             localtime::at_minutes(self.timezone, self.valid_until, 1440),
         )
+    }
+
+    /// The first instant whose blocking may rest on provisional data:
+    /// `provisional_from` 00:00 in the calendar's zone.
+    pub fn provisional_start(&self) -> Option<DateTime<Utc>> {
+        self.provisional_from
+            .map(|d| localtime::at_minutes(self.timezone, d, 0))
+    }
+
+    /// Is `date`'s data provisional?
+    pub fn is_provisional(&self, date: NaiveDate) -> bool {
+        self.provisional_from.is_some_and(|p| date >= p)
     }
 
     /// The local hours of `segment` on `date`, and the rule that decided them.

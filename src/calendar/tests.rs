@@ -613,6 +613,30 @@ fn base_calendar_is_valid() {
     "blackouts[0].to",
     "not after from"
 )]
+#[case::provisional_from_outside_coverage(
+    "",
+    "",
+    "provisional_from: 2027-01-01\n",
+    12,
+    "provisional_from",
+    "outside the calendar's coverage"
+)]
+#[case::provisional_from_not_a_date(
+    "",
+    "",
+    "provisional_from: next year\n",
+    12,
+    "provisional_from",
+    "not a date"
+)]
+#[case::provisional_note_without_provisional_from(
+    "",
+    "",
+    "provisional_note: 2027 is not final\n",
+    12,
+    "provisional_note",
+    "no provisional_from"
+)]
 #[case::blackout_from_after_to(
     "",
     "",
@@ -836,4 +860,25 @@ fn version_parts_and_display() {
 #[case::overflow("99999999999999999999")]
 fn malformed_versions_are_rejected(#[case] s: &str) {
     assert!(parse_version(s).is_err(), "`{s}` should be rejected");
+}
+
+#[test]
+fn provisional_from_marks_dates_from_local_midnight() {
+    let cal = load(&edited(
+        "",
+        "",
+        "provisional_from: 2026-07-01\nprovisional_note: \"  H2 not notified \"\n",
+    ));
+    assert_eq!(cal.provisional_from, Some(d("2026-07-01")));
+    assert_eq!(cal.provisional_note.as_deref(), Some("H2 not notified"));
+    assert_eq!(
+        cal.provisional_start(),
+        Some(utc("2026-06-30T18:30:00Z")),
+        "00:00 IST"
+    );
+    assert!(!cal.is_provisional(d("2026-06-30")));
+    assert!(cal.is_provisional(d("2026-07-01")));
+    let plain = load(&edited("", "", ""));
+    assert_eq!(plain.provisional_start(), None);
+    assert!(!plain.is_provisional(d("2026-12-31")));
 }

@@ -22,6 +22,24 @@ pub fn find_calendar(spec_file: &Path, dir: Option<&Path>, name: &str) -> PathBu
     dir.join(format!("{name}.yaml"))
 }
 
+/// `calendar show NAME`: a path when NAME looks like one (has a `/` or ends
+/// in `.yaml`/`.yml`), else `NAME.yaml` in `dir` (`--calendars`,
+/// `MUHURAT_CALENDARS`), by default `rollouts/calendars` — the server's
+/// default folder.
+pub fn find_calendar_by_name(name: &str, dir: Option<&Path>) -> PathBuf {
+    if name.contains('/') || name.ends_with(".yaml") || name.ends_with(".yml") {
+        return PathBuf::from(name);
+    }
+    dir.unwrap_or(Path::new("rollouts/calendars"))
+        .join(format!("{name}.yaml"))
+}
+
+/// A `YYYY-MM-DD` flag value.
+pub fn parse_date(flag: &str, text: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(text.trim(), "%Y-%m-%d")
+        .map_err(|_| format!("{flag} `{text}` is not a date; write YYYY-MM-DD, e.g. 2027-01-04"))
+}
+
 fn io_diag(file: &Path, e: &std::io::Error, fix: &str) -> Diagnostic {
     Diagnostic {
         severity: Severity::Error,

@@ -5,6 +5,7 @@
 //! 1 the rollout failed, 2 bad input, 3 unreachable/internal error,
 //! 4 timeout, 5 a human must act, 6 refused.
 
+mod calendar;
 mod common;
 mod plan;
 mod pools;
@@ -20,6 +21,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+pub use calendar::CalendarCommand;
 pub use remote::RemoteArgs;
 pub use start::{StartArgs, WaitFor};
 pub use token::{Role, TokenCommand};
@@ -188,6 +190,9 @@ pub enum Command {
     /// Create, list and revoke API tokens.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Look at, compare and check exchange calendars (offline).
+    #[command(subcommand)]
+    Calendar(CalendarCommand),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -274,5 +279,6 @@ pub fn run(cli: Cli) -> i32 {
             remote,
         } => pools::check("check-metrics", &file, revision.as_deref(), &remote),
         Command::Token(cmd) => token::run(&cmd),
+        Command::Calendar(cmd) => calendar::run(&clock, &cmd),
     }
 }

@@ -51,6 +51,11 @@ pub fn run(
             println!(
                 "Assumes every check passes and approvals come at once; offline, the server's global freeze is not known."
             );
+            if (0..p.steps.len()).any(|i| p.is_provisional(i))
+                && let Some(note) = super::windows::provisional_line(cal)
+            {
+                println!("{}", note.replace("windows marked", "steps marked"));
+            }
             println!();
             let t = |x: &Option<chrono::DateTime<chrono::Utc>>| {
                 x.map_or_else(
@@ -77,7 +82,12 @@ pub fn run(
                         _ => t(until),
                     },
                 };
-                println!("  {i:>2}  {what:<32} {when}");
+                let provisional = if p.is_provisional(i) {
+                    "  [provisional]"
+                } else {
+                    ""
+                };
+                println!("  {i:>2}  {what:<32} {when}{provisional}");
             }
             println!();
             match p.complete_at {

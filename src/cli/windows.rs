@@ -8,7 +8,7 @@ use serde_json::json;
 
 use super::common::{load_spec_file, parse_time, print_diagnostics};
 use super::{EXIT_BAD_INPUT, EXIT_OK, Output};
-use crate::calendar::{Provenance, Rule};
+use crate::calendar::{Calendar, Provenance, Rule};
 use crate::clock::Clock;
 use crate::duration;
 use crate::localtime;
@@ -72,6 +72,30 @@ pub fn closes(e: &Explained, guard_before: TimeDelta, calendar_until: &str) -> S
     "end of the range shown".to_string()
 }
 
+/// `{"name", "version", "provisional_from", "provisional_note"}` — how
+/// `windows` and `plan` JSON name the calendar.
+pub fn calendar_json(cal: &Calendar) -> serde_json::Value {
+    json!({
+        "name": cal.name,
+        "version": cal.version.to_string(),
+        "provisional_from": cal.provisional_from.map(|d| d.to_string()),
+        "provisional_note": cal.provisional_note,
+    })
+}
+
+/// "Provisional: …" for text output, when the calendar has provisional data.
+pub fn provisional_line(cal: &Calendar) -> Option<String> {
+    let from = cal.provisional_from?;
+    let note = cal
+        .provisional_note
+        .as_deref()
+        .map_or_else(String::new, |n| format!(" — {n}"));
+    Some(format!(
+        "Provisional: calendar {} data from {from} is not final; windows marked [provisional] rely on it{note}",
+        cal.name
+    ))
+}
+
 pub fn run(
     clock: &dyn Clock,
     file: &Path,
@@ -118,9 +142,20 @@ pub fn run(
         Output::Json => {
             let ws: Vec<_> = windows::permitted(&rules, cal, range, &[])
                 .iter()
-                .map(|w| json!({"start": localtime::rfc3339(tz, w.start), "end": localtime::rfc3339(tz, w.end)}))
+                .map(|w| {
+                    json!({
+                        "start": localtime::rfc3339(tz, w.start),
+                        "end": localtime::rfc3339(tz, w.end),
+                        "provisional": windows::relies_on_provisional(&rules, cal, *w),
+                    })
+                })
                 .collect();
-            let doc = json!({"calendar": {"name": cal.name, "version": cal.version.to_string()}, "windows": ws});
+            let doc = json!({
+                "calendar": calendar_json(cal),
+                "coverage": {"from": cal.valid_from.to_string(), "until": cal.valid_until.to_string()},
+                "note": windows::coverage_note(cal, range),
+                "windows": ws,
+            });
             println!(
                 "{}",
                 serde_json::to_string_pretty(&doc).expect("JSON values serialize")
@@ -144,10 +179,26 @@ pub fn run(
                 tz.name()
             );
             println!("Offline: the server's global freeze is not known here.");
+            // Only when the range reaches the provisional data (guard included).
+            if windows::relies_on_provisional(&rules, cal, range)
+                && let Some(note) = provisional_line(cal)
+            {
+                println!("{note}");
+            }
+            let coverage = windows::coverage_note(cal, range);
+            if let Some(note) = &coverage {
+                println!("Coverage: {note}.");
+            }
             println!();
             let explained = windows::explain(&rules, cal, range, &[]);
             if explained.is_empty() {
-                println!("No permitted window in this range.");
+                match &coverage {
+                    Some(_) => println!(
+                        "No permitted window in this range: the calendar covers {} to {} only — extend the calendar.",
+                        cal.valid_from, cal.valid_until
+                    ),
+                    None => println!("No permitted window in this range."),
+                }
             }
             let until = format!("{} valid until {}", cal.name, cal.valid_until);
             for e in &explained {
@@ -159,12 +210,22 @@ pub fn run(
                     "  [shorter than min_remaining: no raise can start]"
                 };
                 let end_label = if e.cut_at_range_end { "…" } else { "" };
+                let provisional = if windows::relies_on_provisional(
+                    &rules,
+                    cal,
+                    Interval::new(w.start, e.ends),
+                ) {
+                    "  [provisional]"
+                } else {
+                    ""
+                };
                 println!(
-                    "  {} → {}{} ({}){}\n      until {} — {}",
+                    "  {} → {}{} ({}){}{}\n      until {} — {}",
                     human(tz, w.start),
                     human(tz, w.end),
                     end_label,
                     duration::format(w.end - w.start),
+                    provisional,
                     note,
                     e.ends.with_timezone(&tz).format("%H:%M %a"),
                     closes(e, spec.windows.before_open, &until),

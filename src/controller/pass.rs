@@ -256,29 +256,37 @@ impl Controller {
     }
 
     /// Calendar coverage running out (DESIGN §3: under 45 days) and an
-    /// untrusted clock: logged and notified on the server's webhooks at
-    /// most once a day each.
+    /// untrusted clock: logged at most once a day each. The clock warning is
+    /// notified on the server's webhooks at most once a day; the coverage
+    /// warning once per calendar version (not every pass, nor every day for
+    /// 45 days) — a new version still short of coverage warns again.
     async fn server_warnings(&self, now: DateTime<Utc>) {
         let mut warnings = Vec::new();
         for (name, secs) in self.calendars.coverage_remaining(now) {
             if secs < calendars::COVERAGE_WARNING.num_seconds() {
                 let days = secs.max(0) / 86_400;
+                let (until, version) = self
+                    .calendars
+                    .get(&name)
+                    .map(|c| (c.valid_until.to_string(), c.version.to_string()))
+                    .unwrap_or_default();
                 let text = format!(
-                    "calendar {name}: coverage ends in {days} day(s); after that nothing moves (fail closed) — publish the next calendar and reload"
+                    "calendar {name}: coverage ends in {days} day(s), on {until}; after that nothing moves (fail closed) — publish the next calendar and reload"
                 );
                 warnings.push((
                     format!("calendar_coverage_low:{name}"),
                     "calendar_coverage_low",
                     text,
+                    Some(format!("notified:calendar_coverage_low:{name}:{version}")),
                 ));
             }
         }
         let clock = self.clock_status();
         if let (Some(code), Some(problem)) = (clock.code, &clock.problem) {
-            warnings.push((code.to_string(), code, problem.clone()));
+            warnings.push((code.to_string(), code, problem.clone(), None));
         }
-        for (key, kind, text) in warnings {
-            // Logged and notified once a day, not on every pass.
+        for (key, kind, text, notify_once) in warnings {
+            // Logged once a day, not on every pass.
             let due = self
                 .lock_live()
                 .warned
@@ -295,6 +303,12 @@ impl Controller {
             }
             if self.cfg.server_notify.is_empty() {
                 continue;
+            }
+            if let Some(once) = notify_once {
+                if self.lock_live().warned.contains_key(&once) {
+                    continue;
+                }
+                self.lock_live().warned.insert(once, now);
             }
             let ev = NewEvent {
                 at: now,

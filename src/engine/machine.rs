@@ -1206,10 +1206,14 @@ impl Machine<'_, '_> {
                             local(tz, t),
                             r.confirmed
                         ),
-                        None => {
+                        None => crate::windows::no_window_before_coverage_end(
+                            self.ctx.calendar,
+                            self.now,
+                        )
+                        .unwrap_or_else(|| {
                             "no permitted window in sight (calendar coverage, freeze or deny rules)"
                                 .into()
-                        }
+                        }),
                     }
                 }
             }

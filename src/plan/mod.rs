@@ -43,6 +43,13 @@ pub struct Plan {
     pub from: DateTime<Utc>,
     pub steps: Vec<Planned>,
     pub complete_at: Option<DateTime<Utc>>,
+    /// The calendar's `provisional_from`, if any.
+    pub provisional_from: Option<chrono::NaiveDate>,
+    /// A step with a time at or after this instant rests on provisional
+    /// calendar data: `provisional_from` 00:00 less the spec's
+    /// `before_open` guard and `min_remaining` (a raise needs that much of
+    /// its window, which a provisional session may end).
+    pub provisional_after: Option<DateTime<Utc>>,
 }
 
 /// The evidence rules a raise after the first must satisfy in the plan.
@@ -160,6 +167,10 @@ pub fn plan(spec: &Spec, cal: &Calendar, from: DateTime<Utc>, freeze: &[Interval
         from,
         steps: out,
         complete_at: t,
+        provisional_from: cal.provisional_from,
+        provisional_after: cal
+            .provisional_start()
+            .map(|p| p - spec.windows.before_open - spec.windows.min_remaining),
     }
 }
 
@@ -264,7 +275,31 @@ fn bake_sessions_until(
     None
 }
 
+impl Planned {
+    /// The latest time of this step, if planned.
+    pub fn last_time(&self) -> Option<DateTime<Utc>> {
+        match self {
+            Planned::SetWeight { at, .. } | Planned::Approval { at } | Planned::Pause { at } => *at,
+            Planned::Bake { until, .. } => *until,
+        }
+    }
+}
+
 impl Plan {
+    /// Does step `i` rest on provisional calendar data? Steps run in order,
+    /// so a step is provisional when its own latest time reaches
+    /// [`Plan::provisional_after`]; a step without times is not planned at
+    /// all and so not "provisional".
+    pub fn is_provisional(&self, i: usize) -> bool {
+        match (
+            self.provisional_after,
+            self.steps.get(i).and_then(Planned::last_time),
+        ) {
+            (Some(p), Some(t)) => t >= p,
+            _ => false,
+        }
+    }
+
     /// The `plan -o json` document, instants in `tz`'s offsets.
     pub fn to_json(&self, tz: Tz) -> Value {
         let f = |t: &Option<DateTime<Utc>>| t.map(|t| localtime::rfc3339(tz, t));
@@ -272,22 +307,32 @@ impl Plan {
             .steps
             .iter()
             .enumerate()
-            .map(|(index, s)| match s {
-                Planned::SetWeight { weight, at } => {
-                    json!({"index": index, "type": "set_weight", "weight": weight, "at": f(at)})
-                }
-                Planned::Bake { start, until } => {
-                    json!({"index": index, "type": "bake", "start": f(start), "until": f(until)})
-                }
-                Planned::Approval { at } => {
-                    json!({"index": index, "type": "approval", "at": f(at)})
-                }
-                Planned::Pause { at } => json!({"index": index, "type": "pause", "at": f(at)}),
+            .map(|(index, s)| {
+                let mut v = match s {
+                    Planned::SetWeight { weight, at } => {
+                        json!({"index": index, "type": "set_weight", "weight": weight, "at": f(at)})
+                    }
+                    Planned::Bake { start, until } => {
+                        json!({"index": index, "type": "bake", "start": f(start), "until": f(until)})
+                    }
+                    Planned::Approval { at } => {
+                        json!({"index": index, "type": "approval", "at": f(at)})
+                    }
+                    Planned::Pause { at } => {
+                        json!({"index": index, "type": "pause", "at": f(at)})
+                    }
+                };
+                v["provisional"] = json!(self.is_provisional(index));
+                v
             })
             .collect();
         json!({
             "rollout": self.rollout,
-            "calendar": {"name": self.calendar_name, "version": self.calendar_version},
+            "calendar": {
+                "name": self.calendar_name,
+                "version": self.calendar_version,
+                "provisional_from": self.provisional_from.map(|d| d.to_string()),
+            },
             "from": localtime::rfc3339(tz, self.from),
             "steps": steps,
             "complete_at": f(&self.complete_at),

@@ -276,6 +276,54 @@ pub fn explain<'a>(
         .collect()
 }
 
+/// Does the permitted window `w` rest on provisional calendar data? What
+/// ends a window is decided by sessions and blackouts up to `before_open`
+/// after its end (what starts it, by earlier ones), so it does when that
+/// reaches the calendar's `provisional_from`.
+pub fn relies_on_provisional(rules: &Rules, cal: &Calendar, w: Interval) -> bool {
+    cal.provisional_start()
+        .is_some_and(|p| w.end + rules.before_open > p)
+}
+
+/// How far ahead the engine's permitted windows are known at least
+/// (`engine::Ctx::permitted` covers `[now, now + KNOWN_AHEAD)`).
+pub const KNOWN_AHEAD: TimeDelta = TimeDelta::days(7);
+
+/// `waiting_for` when no raise window is in the engine's windows: when the
+/// calendar's coverage ends within [`KNOWN_AHEAD`], no window can come
+/// before it ends (everything after is blocked), and the fix is to extend
+/// the calendar — say exactly that. `None` when coverage goes on past what
+/// is known, so the cause is elsewhere (deny rules, freeze).
+pub fn no_window_before_coverage_end(cal: &Calendar, now: DateTime<Utc>) -> Option<String> {
+    let end = cal.coverage().end;
+    if end > now + KNOWN_AHEAD {
+        return None;
+    }
+    let verb = if end <= now { "ended" } else { "ends" };
+    Some(format!(
+        "no permitted window before the calendar {} {verb} on {} — extend the calendar",
+        cal.name, cal.valid_until
+    ))
+}
+
+/// When `range` reaches outside the calendar's coverage, a sentence saying
+/// so (everything there is blocked), for `windows` and the API.
+pub fn coverage_note(cal: &Calendar, range: Interval) -> Option<String> {
+    let cov = cal.coverage();
+    if range.start >= cov.start && range.end <= cov.end {
+        return None;
+    }
+    let how = if range.end <= cov.start || range.start >= cov.end {
+        "lies outside"
+    } else {
+        "reaches outside"
+    };
+    Some(format!(
+        "the range {how} the coverage of calendar {} ({} to {}): everything outside it is blocked (fail closed) until the calendar is extended",
+        cal.name, cal.valid_from, cal.valid_until
+    ))
+}
+
 fn block_rank(b: &Block) -> u8 {
     match b {
         Block::Freeze => 0,

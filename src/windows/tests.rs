@@ -630,3 +630,91 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------
+// Provisional data and coverage (issue 10).
+
+fn provisional_cal() -> Calendar {
+    let text = CAL.replace(
+        "valid_until: 2026-12-31\n",
+        "valid_until: 2026-12-31\nprovisional_from: 2026-12-20\n",
+    );
+    calendar::parse("t.yaml", &text).expect("test calendar is valid")
+}
+
+#[rstest]
+// Ends well before 2026-12-20 00:00 IST: decided by final data.
+#[case::before("2026-12-18T00:25:00+05:30", "2026-12-18T08:30:00+05:30", 30, false)]
+// Ends at 23:45 on the 19th; a 30-minute guard reaches 00:15 on the 20th,
+// so a provisional session could end it.
+#[case::guard_reaches_in("2026-12-19T20:00:00+05:30", "2026-12-19T23:45:00+05:30", 30, true)]
+#[case::guard_stops_short("2026-12-19T20:00:00+05:30", "2026-12-19T23:45:00+05:30", 10, false)]
+#[case::inside("2026-12-21T00:25:00+05:30", "2026-12-21T08:30:00+05:30", 0, true)]
+fn a_window_relies_on_provisional_data_when_its_end_and_guard_reach_it(
+    #[case] start: &str,
+    #[case] end: &str,
+    #[case] guard: i64,
+    #[case] want: bool,
+) {
+    let cal = provisional_cal();
+    let s = segs(&["equity"]);
+    let r = rules(&s, &[], &[], chrono_tz::Asia::Kolkata, guard);
+    let w = Interval::new(t(start), t(end));
+    assert_eq!(relies_on_provisional(&r, &cal, w), want);
+    // Without provisional_from nothing is provisional.
+    assert!(!relies_on_provisional(&r, &super::tests::cal(), w));
+}
+
+#[rstest]
+#[case::inside("2026-06-01T00:00:00+05:30", "2026-06-08T00:00:00+05:30", None)]
+#[case::exactly_coverage("2026-01-01T00:00:00+05:30", "2027-01-01T00:00:00+05:30", None)]
+#[case::reaches_past_end(
+    "2026-12-28T00:00:00+05:30",
+    "2027-01-04T00:00:00+05:30",
+    Some("reaches outside")
+)]
+#[case::starts_before(
+    "2025-12-28T00:00:00+05:30",
+    "2026-01-04T00:00:00+05:30",
+    Some("reaches outside")
+)]
+#[case::wholly_after(
+    "2027-01-02T00:00:00+05:30",
+    "2027-01-04T00:00:00+05:30",
+    Some("lies outside")
+)]
+fn coverage_note_names_the_coverage_when_the_range_leaves_it(
+    #[case] from: &str,
+    #[case] to: &str,
+    #[case] want: Option<&str>,
+) {
+    let note = coverage_note(&cal(), Interval::new(t(from), t(to)));
+    match want {
+        None => assert_eq!(note, None),
+        Some(w) => {
+            let n = note.expect("a note");
+            assert!(n.contains(w), "{n}");
+            assert!(n.contains("2026-01-01 to 2026-12-31"), "{n}");
+        }
+    }
+}
+
+#[rstest]
+#[case::far_from_the_end("2026-12-01T00:00:00+05:30", None)]
+#[case::end_within_the_known_week(
+    "2026-12-28T00:00:00+05:30",
+    Some("no permitted window before the calendar t ends on 2026-12-31 — extend the calendar")
+)]
+#[case::already_ended(
+    "2027-01-05T00:00:00+05:30",
+    Some("no permitted window before the calendar t ended on 2026-12-31 — extend the calendar")
+)]
+fn waiting_for_names_the_calendar_end_when_it_is_within_sight(
+    #[case] now: &str,
+    #[case] want: Option<&str>,
+) {
+    assert_eq!(
+        no_window_before_coverage_end(&cal(), t(now)).as_deref(),
+        want
+    );
+}
