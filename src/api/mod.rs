@@ -304,6 +304,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
     );
     let _ = writeln!(
         out,
+        "# HELP muhurat_gate_refusals_total Commands the gate at the wire refused (raises past their deadline, frozen or with an untrusted clock; decreases that would have raised an endpoint).\n# TYPE muhurat_gate_refusals_total counter\nmuhurat_gate_refusals_total {}",
+        n(&k.gate_refusals)
+    );
+    let _ = writeln!(
+        out,
         "# HELP muhurat_check_evaluations_total Check evaluations by verdict.\n# TYPE muhurat_check_evaluations_total counter"
     );
     for (i, v) in ["pass", "fail", "inconclusive", "error"].iter().enumerate() {

@@ -1274,7 +1274,15 @@ impl Machine<'_, '_> {
                 Some(p) => format!("paused by {}: {}", p.by, p.reason),
                 None => "paused".into(),
             },
-            State::RollingBack => "rolling back to 0%, waiting for confirmation".into(),
+            State::RollingBack => match r.write.as_ref().and_then(|w| w.last_error.as_deref()) {
+                // Why it is not done yet (a hung endpoint, a Consul target
+                // without `verify`): what the person at the console needs.
+                Some(e) => format!(
+                    "rolling back to 0%, not confirmed yet (retried): {}",
+                    excerpt(e, 300)
+                ),
+                None => "rolling back to 0%, waiting for confirmation".into(),
+            },
             State::RolledBack | State::Aborted | State::Succeeded | State::Failed => return None,
         })
     }
@@ -1340,6 +1348,14 @@ fn next_close(cal: &Calendar, segment: &str, now: DateTime<Utc>) -> Option<DateT
         .filter(|s| s.date == date)
         .map(|s| s.interval.end)
         .max()
+}
+
+/// At most `n` characters of `s` (char-safe), with an ellipsis when cut.
+fn excerpt(s: &str, n: usize) -> String {
+    match s.char_indices().nth(n) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
 }
 
 /// The first 12 characters of a hash for a message (char-safe: the hash

@@ -523,7 +523,7 @@ pub fn validate(
             if verify.is_none() {
                 v.warn(
                     "traffic.consul",
-                    "no `verify`: a KV write proves nothing about HAProxy, so no weight change can ever be confirmed and the rollout will not advance",
+                    "no `verify`: a KV write proves nothing about HAProxy, so no weight change can ever be confirmed — the rollout will not advance, and a rollback or abort stays `rolling_back` (retried) until a person confirms by hand that HAProxy has the canary at 0",
                     "add verify: {haproxy_endpoints: [...], backend: ...}",
                 );
             }

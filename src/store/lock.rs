@@ -67,7 +67,13 @@ impl ServerLock {
             ServerLock::Sqlite(file) => {
                 let _ = file.unlock();
             }
-            ServerLock::Postgres(conn, _) => {
+            ServerLock::Postgres(mut conn, _) => {
+                // Unlock explicitly: the backend frees a closed
+                // connection's locks only when it has exited, a moment
+                // after the close returns.
+                let _ = sqlx::query("SELECT pg_advisory_unlock_all()")
+                    .execute(&mut conn)
+                    .await;
                 let _ = conn.close().await;
             }
         }
