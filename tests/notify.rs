@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use muhurat::clock::{Clock, ManualClock};
 use muhurat::notify::{self, Options, Worker};
-use muhurat::secrets::Secrets;
+use muhurat::secrets::{Scheme, Secrets};
 use muhurat::store::{Backend, NewEvent, NewOutbox, Store, testing};
 use serde_json::Value;
 use sqlx::Row;
@@ -29,6 +29,7 @@ type Seen = Arc<Mutex<HashMap<String, Vec<Value>>>>;
 
 struct Receiver {
     seen: Seen,
+    port: u16,
 }
 
 const SECRETS: &[(&str, &str)] = &[
@@ -100,17 +101,19 @@ fn receiver() -> &'static Receiver {
             // calls `receiver()` first.
             unsafe { std::env::set_var(var_of(secret), format!("http://127.0.0.1:{port}/{path}")) };
         }
-        Receiver { seen }
+        Receiver { seen, port }
     })
 }
 
+/// Every webhook secret bound to the receiver (http, loopback).
 fn secrets() -> Secrets {
-    Secrets {
-        vars: SECRETS
-            .iter()
-            .map(|(s, _)| (s.to_string(), var_of(s)))
-            .collect(),
+    let host = format!("127.0.0.1:{}", receiver().port);
+    let mut all = Secrets::default();
+    for (s, _) in SECRETS {
+        all.bindings
+            .extend(Secrets::one(s, &var_of(s), Scheme::Http, &[host.as_str()]).bindings);
     }
+    all
 }
 
 fn got(path: &str) -> Vec<Value> {
@@ -158,8 +161,9 @@ async fn notify_event(store: &Store, at: DateTime<Utc>, secret: &str, text: &str
 fn worker(store: &Store, clock: Arc<ManualClock>, opts: Options) -> Worker {
     Worker {
         store: store.clone(),
+        policy: Arc::new(muhurat::policy::Policy::default()),
         secrets: secrets(),
-        http: reqwest::Client::new(),
+        http: notify::client(),
         clock,
         opts,
     }

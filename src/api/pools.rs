@@ -27,10 +27,19 @@ pub struct SpecBody {
     spec: String,
 }
 
-/// Load the spec and refuse hosts outside the policy.
-fn spec_within_hosts(st: &AppState, yaml: &str) -> Result<Spec, ApiError> {
+/// Load the spec and refuse, before any connection, hosts outside the
+/// policy and secrets sent anywhere they are not bound to. A spec that
+/// names a secret makes the server use it, so reading with it needs the
+/// role that may start a rollout.
+fn spec_within_reach(st: &AppState, caller: &Caller, yaml: &str) -> Result<Spec, ApiError> {
     let spec = load_spec(st, yaml)?.spec;
-    let v = crate::policy::check_hosts(&spec, &st.policy);
+    if crate::policy::names_secrets(&spec) && !caller.role.may(Action::Deploy) {
+        return Err(ApiError::forbidden(format!(
+            "token `{}` of {} has the {} role; a spec that names a secret makes the server use it, which needs the deployer or admin role (remove the secret to check without it)",
+            caller.token_name, caller.principal, caller.role
+        )));
+    }
+    let v = crate::policy::check_reach(&spec, &st.policy);
     if !v.is_empty() {
         return Err(errors::policy_violation(&v));
     }
@@ -139,7 +148,7 @@ pub async fn pools(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
     let body: SpecBody = raw.parse()?;
-    let spec = spec_within_hosts(&st, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec)?;
     Ok(Json(pools_view(&st, &spec).await?))
 }
 
@@ -244,7 +253,7 @@ pub async fn check_target(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
     let body: SpecBody = raw.parse()?;
-    let spec = spec_within_hosts(&st, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec)?;
     let target = spec.traffic.target_id();
     let (o, _) = orientation(&st, &spec).await?;
     let backend = st.controller.traffic().backend(&spec.traffic, &o);
@@ -282,7 +291,7 @@ pub async fn check_metrics(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Action::Read)?;
     let body: MetricsBody = raw.parse()?;
-    let spec = spec_within_hosts(&st, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec)?;
     let Some(a) = spec.analysis.as_ref().filter(|a| !a.checks.is_empty()) else {
         return Ok((
             StatusCode::OK,

@@ -146,6 +146,13 @@ pub fn settings(args: &ServerArgs) -> Result<Settings, String> {
     } else {
         args.notify.clone()
     };
+    // A server-wide webhook must be bound now, not fail at its first delivery.
+    for n in &notify {
+        policy
+            .secrets
+            .binding(n)
+            .map_err(|e| format!("notify: {e}"))?;
+    }
     let log_format = args
         .log_format
         .clone()
@@ -248,7 +255,7 @@ async fn serve(s: Settings) -> Result<(), String> {
         crate::traffic::consul::ConsulLimits::default(),
     ));
     let traffic = Arc::new(HaproxyFactory::new(HaproxyLimits::default()).with_other(consul));
-    // Specs name secrets; the policy maps names to environment variables.
+    // Specs name secrets; the policy binds each name to its variable and hosts.
     let metrics = Arc::new(PrometheusFactory {
         secrets: s.policy.secrets(),
         ..PrometheusFactory::default()
@@ -279,8 +286,9 @@ async fn serve(s: Settings) -> Result<(), String> {
     // Webhooks from the outbox, in their own task: never in the controller's way.
     let notify_task = tokio::spawn(crate::notify::run(
         controller.store().clone(),
+        Arc::new(s.policy.clone()),
         s.policy.secrets(),
-        reqwest::Client::new(),
+        crate::notify::client(),
         Arc::new(SystemClock),
         crate::notify::Options {
             public_url: s.public_url.clone(),

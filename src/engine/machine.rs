@@ -1294,7 +1294,10 @@ fn next_close(cal: &Calendar, segment: &str, now: DateTime<Utc>) -> Option<DateT
 }
 
 fn short(hash: &str) -> &str {
-    &hash[..hash.len().min(12)]
+    // At most 12 characters, cut on a char boundary: the hash is caller input.
+    hash.char_indices()
+        .nth(12)
+        .map_or(hash, |(i, _)| &hash[..i])
 }
 
 fn fmt_share(v: f64) -> String {

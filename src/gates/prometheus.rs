@@ -168,6 +168,9 @@ impl Client {
             // credentials) somewhere the spec does not name; POST would also
             // silently turn into GET. Point the spec at the final URL instead.
             .redirect(reqwest::redirect::Policy::none())
+            // Credentials go to the bound host itself, never through a proxy
+            // picked up from the environment.
+            .no_proxy()
             .user_agent(concat!("muhurat/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GateError(format!("cannot build the HTTP client: {}", chain(&e))))?;
@@ -747,7 +750,12 @@ impl crate::controller::MetricsFactory for PrometheusFactory {
                 let name = match auth {
                     Auth::BearerSecret(n) | Auth::BasicSecret(n) => n,
                 };
-                let value = self.secrets.resolve(name)?;
+                // Refused before any connection unless `analysis.prometheus`
+                // is a destination the secret is bound to.
+                let value = self
+                    .secrets
+                    .value_for(name, &analysis.prometheus)
+                    .map_err(|e| e.to_string())?;
                 Some(Credentials::from_auth(auth, value).map_err(|e| e.0)?)
             }
         };
