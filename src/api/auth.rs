@@ -274,22 +274,32 @@ pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller,
             "no token: send `Authorization: Bearer <token>` (muhurat --token or MUHURAT_TOKEN)",
         ));
     };
+    // RFC 9110: the scheme is case-insensitive (`Bearer`, `bearer`, `BEARER`).
     let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+        .trim()
+        .split_once(char::is_whitespace)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
         })?;
-    let rec = store
-        .token_by_hash(&hash_token(token))
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "the server does not know this token; check MUHURAT_TOKEN or ask an admin for one",
-            )
-        })?;
+    let unknown = || {
+        ApiError::unauthorized(
+            "the server does not know this token; check MUHURAT_TOKEN or ask an admin for one",
+        )
+    };
+    let hash = hash_token(token);
+    let rec = store.token_by_hash(&hash).await?.ok_or_else(unknown)?;
+    // The lookup is by SHA-256, which a caller cannot steer byte by byte;
+    // the stored hash is still compared in constant time so no path
+    // compares secret-derived bytes with an early exit.
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        rec.hash.as_bytes(),
+        hash.as_bytes(),
+    )) {
+        return Err(unknown());
+    }
     if let Some(at) = rec.revoked_at {
         return Err(ApiError::unauthorized(format!(
             "token `{}` was revoked on {} by {}; ask an admin for a new one",

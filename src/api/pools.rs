@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Action, Caller};
 use super::errors::{self, ApiError, RawJson};
-use super::rollouts::load_spec;
+use super::rollouts::{load_spec, load_spec_async};
 use crate::engine::DRIFT_TOLERANCE;
 use crate::spec::Spec;
 use crate::store::{NewEvent, PoolRecord};
@@ -31,8 +31,8 @@ pub struct SpecBody {
 /// policy and secrets sent anywhere they are not bound to. A spec that
 /// names a secret makes the server use it, so reading with it needs the
 /// role that may start a rollout.
-fn spec_within_reach(st: &AppState, caller: &Caller, yaml: &str) -> Result<Spec, ApiError> {
-    let spec = load_spec(st, yaml)?.spec;
+async fn spec_within_reach(st: &AppState, caller: &Caller, yaml: &str) -> Result<Spec, ApiError> {
+    let spec = load_spec_async(st, yaml).await?.spec;
     if crate::policy::names_secrets(&spec) && !caller.role.may(Action::Deploy) {
         return Err(ApiError::forbidden(format!(
             "token `{}` of {} has the {} role; a spec that names a secret makes the server use it, which needs the deployer or admin role (remove the secret to check without it)",
@@ -148,7 +148,7 @@ pub async fn pools(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
     let body: SpecBody = raw.parse()?;
-    let spec = spec_within_reach(&st, &caller, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec).await?;
     Ok(Json(pools_view(&st, &spec).await?))
 }
 
@@ -253,7 +253,7 @@ pub async fn check_target(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
     let body: SpecBody = raw.parse()?;
-    let spec = spec_within_reach(&st, &caller, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec).await?;
     let target = spec.traffic.target_id();
     let (o, _) = orientation(&st, &spec).await?;
     let backend = st.controller.traffic().backend(&spec.traffic, &o);
@@ -291,7 +291,7 @@ pub async fn check_metrics(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Action::Read)?;
     let body: MetricsBody = raw.parse()?;
-    let spec = spec_within_reach(&st, &caller, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec).await?;
     let Some(a) = spec.analysis.as_ref().filter(|a| !a.checks.is_empty()) else {
         return Ok((
             StatusCode::OK,

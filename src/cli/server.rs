@@ -307,13 +307,16 @@ async fn serve(s: Settings) -> Result<(), String> {
             .with_public_url(s.public_url.clone()),
     );
     let mut stop_http = stop_tx.subscribe();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.changed().await;
-            })
-            .await
-    });
+    // Connection limit, header and idle timeouts, descriptors kept for the
+    // controller (api::serve).
+    let http = tokio::spawn(api::serve::serve(
+        listener,
+        app,
+        api::serve::Limits::default(),
+        async move {
+            let _ = stop_http.changed().await;
+        },
+    ));
 
     // Signals: SIGHUP reloads calendars; SIGTERM/SIGINT stop gracefully.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())

@@ -511,6 +511,18 @@ impl Store {
         row.as_ref().map(rollout_from).transpose()
     }
 
+    /// Every active rollout of spec `name` (one per target; a name used on
+    /// two targets has two).
+    pub async fn active_all_by_name(&self, name: &str) -> Result<Vec<RolloutRecord>> {
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {ROLLOUT_COLS} FROM rollouts WHERE name = $1 AND active = 1 ORDER BY id"
+        )))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rollout_from).collect()
+    }
+
     /// The newest rollout of `target`, active or not.
     pub async fn latest_on_target(&self, target: &str) -> Result<Option<RolloutRecord>> {
         let row = sqlx::query(&self.q(&format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE target = $1 ORDER BY created_at DESC, id DESC LIMIT 1")))
