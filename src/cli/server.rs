@@ -356,16 +356,50 @@ fn journal_path(db: &str) -> PathBuf {
     }
 }
 
-/// A database URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+/// A database URL without its password, for logs. Parsed as a URL (a
+/// password may itself contain `@` or `:`); a `password` query parameter is
+/// hidden too, and anything that does not parse is not shown at all.
+pub fn redact(db: &str) -> String {
+    let Ok(mut u) = url::Url::parse(db) else {
+        return match db.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://(unparsable URL, not shown)"),
+            None => "(unparsable URL, not shown)".into(),
+        };
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let hide = k.to_ascii_lowercase().contains("password");
+            (
+                k.into_owned(),
+                if hide { "***".into() } else { v.into_owned() },
+            )
+        })
+        .collect();
+    if !pairs.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_with_at_signs_and_query_passwords() {
+        let r = redact("postgres://muhurat:p@ss:w@rd@db.internal:5432/muhurat");
+        assert!(!r.contains("ss:w") && !r.contains("rd@"), "{r}");
+        assert!(r.contains("muhurat:***@db.internal:5432/muhurat"), "{r}");
+        let r = redact("postgres://u@db/m?sslmode=require&password=s3cr3t");
+        assert!(
+            !r.contains("s3cr3t") && r.contains("sslmode=require"),
+            "{r}"
+        );
+        assert_eq!(redact("sqlite://muhurat.db"), "sqlite://muhurat.db");
+        assert!(!redact("postgres://u:s3cr3t@[bad").contains("s3cr3t"));
     }
 }

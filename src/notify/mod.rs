@@ -224,12 +224,17 @@ impl Worker {
         if status.is_success() {
             return Ok(());
         }
+        // A short, cleaned excerpt: the receiver may be hostile.
         let text: String = resp
             .text()
             .await
             .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
             .chars()
-            .take(200)
+            .filter(|c| !c.is_control())
+            .take(160)
             .collect();
         Err(format!(
             "webhook `{secret}` answered {status}: {}",

@@ -555,7 +555,22 @@ pub fn validate(
             if let Some(s) = &c.token_secret {
                 v.secret("traffic.consul.token_secret", s);
             }
-            if c.kv.key.trim().is_empty() || c.kv.key.contains(char::is_whitespace) {
+            // The key becomes a URL path under /v1/kv/: `..`, a leading `/`,
+            // `?`, `#`, `%` or `\` could walk the server to another path of
+            // the agent (or a proxy in front of it) and echo what is there.
+            let k = &c.kv.key;
+            let traverses = k.starts_with('/')
+                || k.split('/')
+                    .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+                || k.contains(['?', '#', '%', '\\'])
+                || k.chars().any(char::is_control);
+            if traverses {
+                v.err(
+                    "traffic.consul.kv.key",
+                    format!("`{k}` is not a plain KV key (no leading `/`, no `.`/`..` or empty segments, no ? # % \\)"),
+                    "write a key such as muhurat/kite-api/weights",
+                );
+            } else if c.kv.key.trim().is_empty() || c.kv.key.contains(char::is_whitespace) {
                 v.err(
                     "traffic.consul.kv.key",
                     format!("`{}` is not a KV key", c.kv.key),
