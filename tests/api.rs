@@ -1747,3 +1747,100 @@ mod no_panics {
             .collect()
     }
 }
+
+// ---- auth (issue 11) ----------------------------------------------------
+
+#[tokio::test]
+async fn principals_are_normalised_and_the_last_admin_stays() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "asha-caps", "role": "approver", "principal": "  ASHA "})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["principal"], "asha");
+    let shouting = v["token"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "evil", "role": "approver", "principal": "ravi\nINFO approved"})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{v}"
+    );
+    // asha (deployer) started it; `ASHA` is the same person.
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .raw(
+            "POST",
+            &format!("/api/v1/rollouts/{id}/approve"),
+            Some(&shouting),
+            Body::from(json!({"step": 0, "spec_hash": r["spec_hash"]}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{v}"
+    );
+
+    // The last live admin token cannot be revoked through the API.
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/admin", None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "last_admin"), "{v}");
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "admin-2", "role": "admin", "principal": "root2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/admin", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_its_open_event_stream_at_once() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let base = serve(&h).await;
+    let mut resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events?after=0"))
+        .bearer_auth(&h.tokens["viewer"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The stream is live: the token events of the harness arrive.
+    read_ids(&mut resp, 1).await;
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/viewer", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let t0 = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await {
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Ok(Ok(Some(_))) => {}
+            Err(_) => panic!("the stream of a revoked token stayed open"),
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // And the token fails everywhere else.
+    let (s, _) = h.call("viewer", "GET", "/api/v1/rollouts", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}

@@ -50,6 +50,9 @@ async fn newest_seq(store: &Store) -> Result<i64, ApiError> {
 
 struct Cursor {
     st: AppState,
+    /// The stream's token: checked on every wake-up, so a revoked token's
+    /// stream ends within one [`POLL`] (at once: revocation wakes streams).
+    token: String,
     after: i64,
     rollout: Option<String>,
     buf: VecDeque<EventRecord>,
@@ -69,6 +72,19 @@ impl Cursor {
             // between the read and the wait still wakes us.
             self.changes.borrow_and_update();
             let store = self.st.controller.store();
+            match store.token_live(&self.token).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(token = %self.token, "Event stream closed: its token was revoked.");
+                    return None;
+                }
+                // Fail closed: nothing is sent while the token cannot be checked.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Event stream: cannot check the token; retrying.");
+                    tokio::time::sleep(POLL).await;
+                    continue;
+                }
+            }
             match store
                 .events(self.rollout.as_deref(), self.after, PAGE)
                 .await
@@ -119,6 +135,7 @@ pub async fn stream(
     let changes = st.subscribe();
     let cursor = Cursor {
         st,
+        token: caller.token_name.clone(),
         after,
         rollout: q.rollout,
         buf: VecDeque::new(),

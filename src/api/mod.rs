@@ -47,7 +47,15 @@ pub struct AppState {
     /// once; they also poll the store every second for the controller's own
     /// transitions, so a missed bump only delays, never loses, an event.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// `/metrics` rollout counts and when they were read: scrapes within
+    /// [`COUNTS_MAX_AGE`] reuse them, so scraping costs the store at most
+    /// one aggregate query per interval however often (or by how many
+    /// scrapers) it is called.
+    counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>>>,
 }
+
+/// How long `/metrics` reuses its rollout counts.
+pub const COUNTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AppState {
     /// The empty policy, no public URL.
@@ -57,6 +65,7 @@ impl AppState {
             policy: Arc::new(Policy::default()),
             public_url: None,
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            counts: Arc::default(),
         }
     }
 
@@ -311,18 +320,31 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::new();
     let mut counts: std::collections::BTreeMap<String, u64> =
         STATES.iter().map(|s| (s.to_string(), 0)).collect();
-    // TODO(correctness): counts every stored rollout; replace with a
-    // GROUP BY in the store once the history grows past ~100k rows.
-    let store_up = match c.store().rollouts(false, 100_000).await {
-        Ok(rs) => {
-            for r in rs {
-                *counts.entry(r.state).or_default() += 1;
+    // One aggregate query at most every COUNTS_MAX_AGE (unauthenticated
+    // endpoint: a scraper loop must not turn into database load).
+    let store_up = {
+        let mut cached = st.counts.lock().await;
+        let fresh = cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < COUNTS_MAX_AGE)
+            .map(|(_, v)| v.clone());
+        let got = match fresh {
+            Some(v) => Ok(v),
+            None => c.store().count_by_state().await.inspect(|v| {
+                *cached = Some((std::time::Instant::now(), v.clone()));
+            }),
+        };
+        match got {
+            Ok(v) => {
+                for (state, n) in v {
+                    *counts.entry(state).or_default() += n.max(0) as u64;
+                }
+                1
             }
-            1
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Metrics: the store did not answer.");
-            0
+            Err(e) => {
+                tracing::warn!(error = %e, "Metrics: the store did not answer.");
+                0
+            }
         }
     };
     let _ = writeln!(

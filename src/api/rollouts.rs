@@ -641,7 +641,10 @@ pub async fn approve(
     // The initiator is a person, not a token: the token that started the
     // rollout, any other token of the same principal, and the `initiator`
     // name given at start all count as the initiator.
-    let is_initiator = caller.principal == rec.principal || caller.principal == rec.initiator;
+    // Compared normalised (case, surrounding space): `Asha` started it,
+    // `asha` may not approve it.
+    let is_initiator = super::auth::same_principal(&caller.principal, &rec.principal)
+        || super::auth::same_principal(&caller.principal, &rec.initiator);
     let input = Input::Approve {
         principal: caller.principal.clone(),
         is_initiator,
