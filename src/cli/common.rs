@@ -28,6 +28,14 @@ fn io_diag(file: &Path, e: &std::io::Error, fix: &str) -> Diagnostic {
             "the file is not UTF-8 text".to_string(),
             "save it as UTF-8 (specs and calendars are YAML text)",
         )
+    } else if e.kind() == std::io::ErrorKind::FileTooLarge {
+        (
+            format!(
+                "the file is above the limit of {} bytes",
+                crate::yaml::MAX_BYTES
+            ),
+            "a spec or calendar is a few KiB; check that this is the right file",
+        )
     } else {
         (format!("cannot read the file: {e}"), fix)
     };
@@ -51,10 +59,7 @@ pub fn read_limited(path: &Path) -> std::io::Result<String> {
     f.take(crate::yaml::MAX_BYTES as u64 + 1)
         .read_to_end(&mut buf)?;
     if buf.len() > crate::yaml::MAX_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than the limit of {} bytes",
-            crate::yaml::MAX_BYTES
-        )));
+        return Err(std::io::Error::from(std::io::ErrorKind::FileTooLarge));
     }
     String::from_utf8(buf).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
 }
