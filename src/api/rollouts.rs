@@ -379,7 +379,28 @@ pub async fn create(
     };
     let initiator = text_field("initiator", body.initiator, MAX_NAME_CHARS)?;
     let loaded = load_spec_async(&st, &body.spec).await?;
-    let violations = crate::policy::check(&loaded.spec, &st.policy);
+    let mut violations = crate::policy::check(&loaded.spec, &st.policy);
+    // A webhook is refused now, not at its first delivery: the secret must
+    // be set, and its URL point at a bound, allowed host. (The check reads
+    // the environment, so it is here and not in the pure policy check.)
+    for (i, n) in loaded.spec.notify.iter().enumerate() {
+        let problem = match st.policy.secrets.webhook_url(&n.webhook_secret) {
+            Err(crate::secrets::SecretError::Unbound { .. }) => None, // listed by check()
+            Err(e) => Some(e.to_string()),
+            Ok(url) => st.policy.url_allowed(&url).err().map(|_| {
+                format!(
+                    "webhook secret `{}` points at a host outside the server policy's allowed_hosts",
+                    n.webhook_secret
+                )
+            }),
+        };
+        if let Some(message) = problem {
+            violations.push(crate::policy::Violation {
+                path: format!("notify[{i}].webhook_secret"),
+                message,
+            });
+        }
+    }
     if !violations.is_empty() {
         return Err(errors::policy_violation(&violations));
     }
