@@ -1844,3 +1844,46 @@ async fn a_revoked_token_ends_its_open_event_stream_at_once() {
     let (s, _) = h.call("viewer", "GET", "/api/v1/rollouts", None).await;
     assert_eq!(s, StatusCode::UNAUTHORIZED);
 }
+
+/// Regression (issue 11): on PostgreSQL a sequence number is taken at
+/// insert and becomes visible at commit, so event N+1 can be readable
+/// before N. The stream must deliver N, then N+1 — never skip N.
+#[tokio::test]
+async fn sse_never_skips_an_event_committed_out_of_order_postgres() {
+    let h = harness(Backend::Postgres, Policy::default()).await;
+    let base = serve(&h).await;
+    let pool = h.state.controller.store().pool().clone();
+    let mut resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events"))
+        .bearer_auth(&h.tokens["viewer"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Let the stream take its starting point (the newest event) first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let insert = "INSERT INTO events (rollout_id, at, kind, principal, why, input, state, version) \
+                  VALUES (NULL, 0, 'test', NULL, 'out of order', '{}', 'server', 0) RETURNING seq";
+    let mut first = pool.begin().await.unwrap();
+    let a: i64 = sqlx::Row::get(
+        &sqlx::query(insert).fetch_one(&mut *first).await.unwrap(),
+        "seq",
+    );
+    let mut second = pool.begin().await.unwrap();
+    let b: i64 = sqlx::Row::get(
+        &sqlx::query(insert).fetch_one(&mut *second).await.unwrap(),
+        "seq",
+    );
+    assert!(a < b);
+    second.commit().await.unwrap();
+    h.state.controller.poke();
+    // The stream sees b, but must hold it until a commits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.commit().await.unwrap();
+    let got: Vec<i64> = read_ids(&mut resp, 2)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, vec![a, b]);
+}
