@@ -51,8 +51,11 @@ pub struct AppState {
     /// [`COUNTS_MAX_AGE`] reuse them, so scraping costs the store at most
     /// one aggregate query per interval however often (or by how many
     /// scrapers) it is called.
-    counts: Arc<tokio::sync::Mutex<Option<(std::time::Instant, Vec<(String, i64)>)>>>,
+    counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
 }
+
+/// Rollout counts by state, and when they were read.
+type CachedCounts = (std::time::Instant, Vec<(String, i64)>);
 
 /// How long `/metrics` reuses its rollout counts.
 pub const COUNTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
