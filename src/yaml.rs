@@ -183,9 +183,114 @@ impl OrDefaultPath for Option<(String, Marker)> {
     }
 }
 
+/// Largest YAML document read (specs are a few KiB, the biggest calendar a
+/// few tens): anything larger is refused before parsing.
+pub const MAX_BYTES: usize = 1024 * 1024;
+/// Deepest nesting of collections. Our formats need five or six levels; the
+/// parsers' cost grows with depth, and hostile input nests thousands.
+pub const MAX_DEPTH: usize = 32;
+/// Most aliases (`*name`) in one document: none of our formats needs them,
+/// a few are tolerated, and "billion laughs" needs many.
+pub const MAX_ALIASES: usize = 64;
+/// A cheap lexical bound on flow nesting (`[[[[…`), checked before any
+/// parser runs; loose on purpose (brackets inside quoted text count too),
+/// the exact [`MAX_DEPTH`] check follows.
+const MAX_FLOW_BRACKETS: usize = 256;
+
+fn limit_error(file: &str, line: Option<usize>, message: String, fix: &str) -> Box<Diagnostic> {
+    Box::new(Diagnostic {
+        severity: Severity::Error,
+        file: file.to_string(),
+        line,
+        column: None,
+        path: String::new(),
+        message,
+        fix: fix.to_string(),
+    })
+}
+
+/// Size, nesting and alias limits, checked in linear time before the
+/// deserializer sees the text, so no document can make parsing slow or big.
+pub fn check_limits(file: &str, text: &str) -> Result<(), Box<Diagnostic>> {
+    if text.len() > MAX_BYTES {
+        return Err(limit_error(
+            file,
+            None,
+            format!(
+                "the document is {} bytes, above the limit of {MAX_BYTES}",
+                text.len()
+            ),
+            "a spec or calendar is a few KiB; check that this is the right file",
+        ));
+    }
+    // Lexical pre-pass: unclosed `[`/`{` outside comments.
+    let (mut open, mut line, mut comment, mut prev_space) = (0usize, 1usize, false, true);
+    for c in text.chars() {
+        match c {
+            '\n' => {
+                line += 1;
+                comment = false;
+            }
+            '#' if prev_space => comment = true,
+            '[' | '{' if !comment => {
+                open += 1;
+                if open > MAX_FLOW_BRACKETS {
+                    return Err(limit_error(
+                        file,
+                        Some(line),
+                        format!("the document nests deeper than {MAX_DEPTH} levels"),
+                        "flatten it: specs and calendars need only a few levels",
+                    ));
+                }
+            }
+            ']' | '}' if !comment => open = open.saturating_sub(1),
+            _ => {}
+        }
+        prev_space = c.is_whitespace();
+    }
+    // Exact pass over the parser's events: depth and aliases.
+    let mut parser = Parser::new_from_str(text);
+    let (mut depth, mut aliases) = (0usize, 0usize);
+    loop {
+        let Ok((ev, mark)) = parser.next_token() else {
+            // A syntax error: the deserializer reports it with its place.
+            return Ok(());
+        };
+        match ev {
+            Event::StreamEnd => return Ok(()),
+            Event::MappingStart(..) | Event::SequenceStart(..) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(limit_error(
+                        file,
+                        Some(mark.line()),
+                        format!("the document nests deeper than {MAX_DEPTH} levels"),
+                        "flatten it: specs and calendars need only a few levels",
+                    ));
+                }
+            }
+            Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+            Event::Alias(_) => {
+                aliases += 1;
+                if aliases > MAX_ALIASES {
+                    return Err(limit_error(
+                        file,
+                        Some(mark.line()),
+                        format!("the document uses more than {MAX_ALIASES} aliases (*name)"),
+                        "write the values out; aliases are not needed in specs or calendars",
+                    ));
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
 /// Deserialize `text` into `T`, or describe the first structural error
 /// (syntax, unknown key, wrong type, missing key) as a diagnostic for `file`.
+/// [`check_limits`] runs first.
 pub fn from_str<T: DeserializeOwned>(file: &str, text: &str) -> Result<T, Box<Diagnostic>> {
+    check_limits(file, text)?;
     if text.trim().is_empty() {
         return Err(Box::new(Diagnostic {
             severity: Severity::Error,

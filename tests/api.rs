@@ -1670,3 +1670,475 @@ async fn rollout_detail_says_which_times_rest_on_provisional_data() {
         assert_eq!(st["provisional"], false, "{st}");
     }
 }
+
+// ---- hostile input (issue 11) ------------------------------------------
+
+/// Regression: an approval whose `spec_hash` has a multi-byte character at
+/// byte 12 panicked the request task (the engine cut the hash at byte 12
+/// for its message); the client got no answer.
+#[tokio::test]
+async fn approval_with_a_multibyte_spec_hash_is_stale_not_a_panic() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let hash = "0123456789aé€😀bcdef";
+    assert!(!hash.is_char_boundary(12));
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/approve"),
+            Some(json!({"step": 0, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "stale_approval"),
+        "{v}"
+    );
+}
+
+/// A panic inside a handler is a 500 in the JSON error shape with a request
+/// id (also in `x-request-id`), never a dropped connection.
+#[tokio::test]
+async fn a_panicking_handler_answers_500_with_a_request_id() {
+    let app = api::harden(Router::new().route(
+        "/boom",
+        axum::routing::get(|| async {
+            let v: Vec<u8> = Vec::new();
+            #[allow(clippy::indexing_slicing)]
+            let _ = v[7];
+            "unreachable"
+        }),
+    ));
+    let resp = app
+        .oneshot(Request::get("/boom").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let rid = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let v: Value =
+        serde_json::from_slice(&resp.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    assert_eq!(code(&v), "internal");
+    assert_eq!(v["error"]["request_id"], rid.as_str());
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains(&rid),
+        "{v}"
+    );
+}
+
+#[tokio::test]
+async fn smaller_findings_bearer_case_trailing_bytes_query_errors_limits_text_fields() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let t = h.tokens["viewer"].clone();
+    // The scheme is case-insensitive.
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = h
+            .app
+            .clone()
+            .oneshot(
+                Request::get("/api/v1/rollouts")
+                    .header("authorization", format!("{scheme} {t}"))
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::OK, "{scheme}");
+    }
+    // Query-string errors in the JSON shape; `limit` within 1..=1000.
+    for q in ["limit=abc", "limit=0", "limit=1001", "limit=-5"] {
+        let (s, v) = h
+            .call("viewer", "GET", &format!("/api/v1/rollouts?{q}"), None)
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{q}: {v}"
+        );
+    }
+    let (s, _) = h
+        .call("viewer", "GET", "/api/v1/rollouts?limit=1000", None)
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    // Trailing bytes after the JSON body.
+    let (s, v) = h
+        .raw(
+            "POST",
+            "/api/v1/rollouts",
+            Some(&h.tokens["deployer"]),
+            Body::from(format!(
+                "{}{{\"x\":1}}",
+                json!({"spec": spec("shop", 1), "revision": "r1"})
+            )),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{v}"
+    );
+    assert!(v.to_string().contains("after the JSON value"), "{v}");
+    // Free text: no control characters, bounded length.
+    for (field, value) in [
+        ("revision", "r1\nINFO forged line".to_string()),
+        ("revision", "r".repeat(129)),
+        ("initiator", "asha\u{1b}[31m".to_string()),
+    ] {
+        let mut body = json!({"spec": spec("shop", 1), "revision": "r1"});
+        body[field] = json!(value);
+        let (s, v) = h
+            .call("deployer", "POST", "/api/v1/rollouts", Some(body))
+            .await;
+        assert_eq!(
+            (s, code(&v)),
+            (StatusCode::BAD_REQUEST, "bad_request"),
+            "{field}: {v}"
+        );
+        assert!(v.to_string().contains(field), "{v}");
+    }
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/pause"),
+            Some(json!({"reason": "x".repeat(1001)})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{v}"
+    );
+}
+
+/// A spec name with active rollouts on two targets never picks one.
+#[tokio::test]
+async fn a_spec_name_with_two_active_rollouts_is_409_with_both_ids() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let a = h.started("shop", 1).await;
+    let other = spec("shop", 1).replace("tcp:10.0.0.5:9999", "tcp:10.0.0.6:9999");
+    let (s, b) = h
+        .call(
+            "deployer",
+            "POST",
+            "/api/v1/rollouts",
+            Some(json!({"spec": other, "revision": "r2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{b}");
+    let (s, v) = h.call("viewer", "GET", "/api/v1/rollouts/shop", None).await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::CONFLICT, "ambiguous_rollout"),
+        "{v}"
+    );
+    let ids = v["error"]["details"]["rollouts"].to_string();
+    assert!(
+        ids.contains(a["id"].as_str().unwrap()) && ids.contains(b["id"].as_str().unwrap()),
+        "{v}"
+    );
+}
+
+/// Hostile specs through the API: each answered 4xx, fast.
+#[tokio::test]
+async fn nasty_specs_are_refused_quickly_with_4xx() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let allow: String = (0..1000)
+        .map(|i| format!("    - {{name: a{i}, cron: \"*/1 * * * *\", duration: 1s}}\n"))
+        .collect();
+    let many = spec("shop", 1).replace("traffic:", &format!("windows:\n  allow:\n{allow}traffic:"));
+    let cases: Vec<(&str, String)> = vec![
+        ("deep nesting", "[".repeat(200_000)),
+        ("deep block nesting", (0..1000).map(|i| format!("{}a:\n", " ".repeat(i))).collect()),
+        (
+            "alias bomb",
+            {
+                let mut t = "a: &a [l,l,l,l,l,l,l,l,l]\n".to_string();
+                for i in 1..9u8 {
+                    let (p, c) = ((b'a' + i - 1) as char, (b'a' + i) as char);
+                    t.push_str(&format!("{c}: &{c} [*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p},*{p}]\n"));
+                }
+                t
+            },
+        ),
+        ("1,000 minute rules", many),
+        ("year 9999", spec("shop", 1).replace(
+            "traffic:",
+            "windows:\n  deny:\n    - {name: d, from: \"9999-12-31T00:00:00Z\", to: \"9999-12-31T23:00:00Z\"}\ntraffic:",
+        )),
+        ("huge numbers", spec("shop", 1).replace("min: 1", "min: 99999999999999999999999999")),
+        ("huge duration", spec("shop", 1).replace(
+            "traffic:",
+            "windows:\n  min_remaining: 99999999999999999999d\ntraffic:",
+        )),
+    ];
+    for (what, text) in cases {
+        let t0 = std::time::Instant::now();
+        let (s, v) = h
+            .call(
+                "deployer",
+                "POST",
+                "/api/v1/rollouts",
+                Some(json!({"spec": text, "revision": "r1"})),
+            )
+            .await;
+        let took = t0.elapsed();
+        assert!(s.is_client_error(), "{what}: {s} {v}");
+        assert!(took < Duration::from_secs(2), "{what} took {took:?}");
+    }
+    // Larger than the body limit: 413 before it is read.
+    let (s, v) = h
+        .raw(
+            "POST",
+            "/api/v1/rollouts",
+            Some(&h.tokens["deployer"]),
+            Body::from(vec![b'x'; 10 * 1024 * 1024]),
+        )
+        .await;
+    assert_eq!(s, StatusCode::PAYLOAD_TOO_LARGE, "{v}");
+}
+
+mod no_panics {
+    //! Property: no request body, path segment or query string makes a
+    //! handler panic (a panic would be a 500 `internal` from the guard).
+    use super::*;
+    use proptest::prelude::*;
+
+    fn routes() -> Vec<(&'static str, &'static str)> {
+        vec![
+            ("POST", "/api/v1/rollouts"),
+            ("POST", "/api/v1/rollouts/X/pause"),
+            ("POST", "/api/v1/rollouts/X/resume"),
+            ("POST", "/api/v1/rollouts/X/abort"),
+            ("POST", "/api/v1/rollouts/X/approve"),
+            ("POST", "/api/v1/pools"),
+            ("POST", "/api/v1/check-target"),
+            ("POST", "/api/v1/check-metrics"),
+            ("POST", "/api/v1/tokens"),
+            ("POST", "/api/v1/freeze"),
+            ("GET", "/api/v1/rollouts/X"),
+            ("GET", "/api/v1/rollouts/X/events"),
+            ("GET", "/api/v1/rollouts"),
+            ("DELETE", "/api/v1/tokens/X"),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<f64>()
+                .prop_filter("finite", |f| f.is_finite())
+                .prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            Just(Value::from("0123456789aé€😀")),
+        ];
+        leaf.prop_recursive(3, 24, 6, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        Just("spec".to_string()),
+                        Just("revision".to_string()),
+                        Just("step".to_string()),
+                        Just("spec_hash".to_string()),
+                        Just("reason".to_string()),
+                        Just("comment".to_string()),
+                        Just("on".to_string()),
+                        Just("name".to_string()),
+                        Just("role".to_string()),
+                        Just("principal".to_string()),
+                        Just("override_checks".to_string()),
+                        ".{0,8}",
+                    ],
+                    inner,
+                    0..5
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
+        #[test]
+        fn no_api_input_panics_a_handler(
+            route in 0usize..14,
+            who in prop_oneof![Just("viewer"), Just("deployer"), Just("approver"), Just("admin")],
+            body in json_value(),
+            raw_bytes in prop::collection::vec(any::<u8>(), 0..64),
+            use_raw in any::<bool>(),
+            segment in "[^/?#]{0,12}",
+            query in "[a-z=&0-9%é]{0,16}",
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+            rt.block_on(async {
+                let h = harness(Backend::Sqlite, Policy::default()).await;
+                let (method, path) = routes()[route];
+                let seg: String = url_escape(&segment);
+                let path = format!("{}?{}", path.replace('X', if seg.is_empty() { "x" } else { &seg }), url_escape(&query));
+                let body = if use_raw { Body::from(raw_bytes.clone()) } else { Body::from(body.to_string()) };
+                let token = h.tokens[who].clone();
+                let (s, v) = h.raw(method, &path, Some(&token), body).await;
+                assert!(s != StatusCode::INTERNAL_SERVER_ERROR, "{method} {path}: {s} {v}");
+                assert!(v.get("error").is_some() || s.is_success(), "{method} {path}: {s} {v}");
+            });
+        }
+    }
+
+    fn url_escape(s: &str) -> String {
+        s.bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"-_.=&".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect()
+    }
+}
+
+// ---- auth (issue 11) ----------------------------------------------------
+
+#[tokio::test]
+async fn principals_are_normalised_and_the_last_admin_stays() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "asha-caps", "role": "approver", "principal": "  ASHA "})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["principal"], "asha");
+    let shouting = v["token"].as_str().unwrap().to_string();
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "evil", "role": "approver", "principal": "ravi\nINFO approved"})),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::BAD_REQUEST, "bad_request"),
+        "{v}"
+    );
+    // asha (deployer) started it; `ASHA` is the same person.
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap();
+    let (s, v) = h
+        .raw(
+            "POST",
+            &format!("/api/v1/rollouts/{id}/approve"),
+            Some(&shouting),
+            Body::from(json!({"step": 0, "spec_hash": r["spec_hash"]}).to_string()),
+        )
+        .await;
+    assert_eq!(
+        (s, code(&v)),
+        (StatusCode::FORBIDDEN, "separation_of_duties"),
+        "{v}"
+    );
+
+    // The last live admin token cannot be revoked through the API.
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/admin", None)
+        .await;
+    assert_eq!((s, code(&v)), (StatusCode::CONFLICT, "last_admin"), "{v}");
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/tokens",
+            Some(json!({"name": "admin-2", "role": "admin", "principal": "root2"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/admin", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn a_revoked_token_ends_its_open_event_stream_at_once() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let base = serve(&h).await;
+    let mut resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events?after=0"))
+        .bearer_auth(&h.tokens["viewer"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // The stream is live: the token events of the harness arrive.
+    read_ids(&mut resp, 1).await;
+    let (s, v) = h
+        .call("admin", "DELETE", "/api/v1/tokens/viewer", None)
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let t0 = std::time::Instant::now();
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), resp.chunk()).await {
+            Ok(Ok(None)) | Ok(Err(_)) => break,
+            Ok(Ok(Some(_))) => {}
+            Err(_) => panic!("the stream of a revoked token stayed open"),
+        }
+    }
+    assert!(t0.elapsed() < Duration::from_secs(3), "{:?}", t0.elapsed());
+    // And the token fails everywhere else.
+    let (s, _) = h.call("viewer", "GET", "/api/v1/rollouts", None).await;
+    assert_eq!(s, StatusCode::UNAUTHORIZED);
+}
+
+/// Regression (issue 11): on PostgreSQL a sequence number is taken at
+/// insert and becomes visible at commit, so event N+1 can be readable
+/// before N. The stream must deliver N, then N+1 — never skip N.
+#[tokio::test]
+async fn sse_never_skips_an_event_committed_out_of_order_postgres() {
+    let h = harness(Backend::Postgres, Policy::default()).await;
+    let base = serve(&h).await;
+    let pool = h.state.controller.store().pool().clone();
+    let mut resp = reqwest::Client::new()
+        .get(format!("{base}/api/v1/events"))
+        .bearer_auth(&h.tokens["viewer"])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    // Let the stream take its starting point (the newest event) first.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let insert = "INSERT INTO events (rollout_id, at, kind, principal, why, input, state, version) \
+                  VALUES (NULL, 0, 'test', NULL, 'out of order', '{}', 'server', 0) RETURNING seq";
+    let mut first = pool.begin().await.unwrap();
+    let a: i64 = sqlx::Row::get(
+        &sqlx::query(insert).fetch_one(&mut *first).await.unwrap(),
+        "seq",
+    );
+    let mut second = pool.begin().await.unwrap();
+    let b: i64 = sqlx::Row::get(
+        &sqlx::query(insert).fetch_one(&mut *second).await.unwrap(),
+        "seq",
+    );
+    assert!(a < b);
+    second.commit().await.unwrap();
+    h.state.controller.poke();
+    // The stream sees b, but must hold it until a commits.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    first.commit().await.unwrap();
+    let got: Vec<i64> = read_ids(&mut resp, 2)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, vec![a, b]);
+}

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use consul_double::{ConsulDouble, Rights};
 use haproxy_support::{Haproxy, NamedServer, config, free_port, servers, split};
-use muhurat::secrets::Secrets;
+use muhurat::secrets::{Scheme, Secrets};
 use muhurat::spec::{Pool, Traffic, Verify};
 use muhurat::traffic::consul::{
     ConsulBackend, ConsulFactory, ConsulLimits, ConsulTarget, WeightsDocument,
@@ -346,13 +346,12 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
         verify: None,
     };
     let f = HaproxyFactory::default().with_other(std::sync::Arc::new(ConsulFactory::new(
-        Secrets {
-            vars: [(
-                "consul-missing".into(),
-                "MUHURAT_TEST_CONSUL_UNSET_XYZ".into(),
-            )]
-            .into(),
-        },
+        Secrets::one(
+            "consul-missing",
+            "MUHURAT_TEST_CONSUL_UNSET_XYZ",
+            Scheme::Http,
+            &[c.address().trim_start_matches("http://")],
+        ),
         limits(),
     )));
     let m = f

@@ -19,7 +19,7 @@ use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
 use muhurat::clock::{Clock, ManualClock};
 use muhurat::notify::{self, Options, Worker};
-use muhurat::secrets::Secrets;
+use muhurat::secrets::{Scheme, Secrets};
 use muhurat::store::{Backend, NewEvent, NewOutbox, Store, testing};
 use serde_json::Value;
 use sqlx::Row;
@@ -29,6 +29,7 @@ type Seen = Arc<Mutex<HashMap<String, Vec<Value>>>>;
 
 struct Receiver {
     seen: Seen,
+    port: u16,
 }
 
 const SECRETS: &[(&str, &str)] = &[
@@ -36,6 +37,7 @@ const SECRETS: &[(&str, &str)] = &[
     ("flaky-hook", "flaky/retry"),
     ("hang-hook", "hang/hang"),
     ("link-hook", "ok/link"),
+    ("unbound-hook", "ok/unbound"),
 ];
 
 fn var_of(secret: &str) -> String {
@@ -100,17 +102,19 @@ fn receiver() -> &'static Receiver {
             // calls `receiver()` first.
             unsafe { std::env::set_var(var_of(secret), format!("http://127.0.0.1:{port}/{path}")) };
         }
-        Receiver { seen }
+        Receiver { seen, port }
     })
 }
 
+/// Every webhook secret bound to the receiver (http, loopback).
 fn secrets() -> Secrets {
-    Secrets {
-        vars: SECRETS
-            .iter()
-            .map(|(s, _)| (s.to_string(), var_of(s)))
-            .collect(),
+    let host = format!("127.0.0.1:{}", receiver().port);
+    let mut all = Secrets::default();
+    for (s, _) in SECRETS {
+        all.bindings
+            .extend(Secrets::one(s, &var_of(s), Scheme::Http, &[host.as_str()]).bindings);
     }
+    all
 }
 
 fn got(path: &str) -> Vec<Value> {
@@ -159,8 +163,9 @@ async fn notify_event(store: &Store, at: DateTime<Utc>, secret: &str, text: &str
 fn worker(store: &Store, clock: Arc<ManualClock>, opts: Options) -> Worker {
     Worker {
         store: store.clone(),
+        policy: Arc::new(muhurat::policy::Policy::default()),
         secrets: secrets(),
-        http: reqwest::Client::new(),
+        http: notify::client(),
         clock,
         opts,
     }
@@ -347,4 +352,56 @@ async fn the_worker_stops_when_told() {
         .await
         .expect("stopped within 2 s")
         .unwrap();
+}
+
+/// A webhook URL that points outside its secret's binding (or outside the
+/// policy's allowed_hosts) is never called: the row fails with a message
+/// that names the secret, not the URL.
+#[tokio::test]
+async fn a_webhook_outside_its_binding_or_allowed_hosts_is_never_called() {
+    receiver();
+    let (store, _url, _dir) = testing::fresh(Backend::Sqlite).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let mut w = worker(&store, clock.clone(), Options::default());
+    // Bound elsewhere: the URL in the environment points at the receiver.
+    w.secrets.bindings.extend(
+        Secrets::one(
+            "unbound-hook",
+            &var_of("unbound-hook"),
+            Scheme::Http,
+            &["127.0.0.1:1"],
+        )
+        .bindings,
+    );
+    notify_event(&store, t0(), "unbound-hook", "should not arrive").await;
+    let r = w.deliver_once().await.unwrap();
+    assert_eq!((r.sent, r.failed), (0, 1));
+    let row = sqlx::query("SELECT last_error FROM outbox")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    let err: String = row.try_get("last_error").unwrap();
+    assert!(
+        err.contains("secret `unbound-hook` may not be sent to http://127.0.0.1:"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("ok/unbound"),
+        "the URL's path is the secret: {err}"
+    );
+    // Bound, but outside allowed_hosts.
+    let (store, _url, _dir2) = testing::fresh(Backend::Sqlite).await;
+    let mut w = worker(&store, clock, Options::default());
+    w.policy = Arc::new(muhurat::policy::load("p", "allowed_hosts: [\"hooks.internal\"]").unwrap());
+    notify_event(&store, t0(), "link-hook", "should not arrive either").await;
+    let r = w.deliver_once().await.unwrap();
+    assert_eq!((r.sent, r.failed), (0, 1));
+    assert!(got("ok/unbound").is_empty());
+    assert!(
+        got("ok/link")
+            .iter()
+            .all(|v| !v.to_string().contains("should not arrive")),
+        "{:?}",
+        got("ok/link")
+    );
 }

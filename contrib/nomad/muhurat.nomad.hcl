@@ -20,13 +20,14 @@ job "muhurat" {
         args    = ["server", "--config", "local/muhurat.yaml"]
       }
 
-      # Secrets from Vault/Nomad variables become MUHURAT_SECRET_* variables.
+      # Secrets from Vault/Nomad variables become the variables the policy
+      # binds them to (policy.secrets.NAME: {env: VAR, hosts: [...]}).
       template {
         destination = "secrets/env"
         env         = true
         data        = <<EOT
 MUHURAT_DB={{ with nomadVar "nomad/jobs/muhurat" }}{{ .db_url }}{{ end }}
-MUHURAT_SECRET_MATTERMOST_DEPLOYS={{ with nomadVar "nomad/jobs/muhurat" }}{{ .mattermost_webhook }}{{ end }}
+MATTERMOST_DEPLOYS_URL={{ with nomadVar "nomad/jobs/muhurat" }}{{ .mattermost_webhook }}{{ end }}
 EOT
       }
 

@@ -47,6 +47,17 @@ pub struct NewToken {
     principal: Option<String>,
 }
 
+fn token_error(e: TokenError) -> ApiError {
+    match e {
+        TokenError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "token_exists", e.to_string()),
+        TokenError::LastAdmin(_) => {
+            ApiError::new(StatusCode::CONFLICT, "last_admin", e.to_string())
+        }
+        TokenError::Invalid(m) => ApiError::bad_request(m),
+        TokenError::Store(s) => s.into(),
+    }
+}
+
 pub async fn create_token_route(
     State(st): State<AppState>,
     caller: Caller,
@@ -65,11 +76,7 @@ pub async fn create_token_route(
         now,
     )
     .await
-    .map_err(|e| match e {
-        TokenError::Exists(_) => ApiError::new(StatusCode::CONFLICT, "token_exists", e.to_string()),
-        TokenError::Invalid(m) => ApiError::bad_request(m),
-        TokenError::Store(s) => s.into(),
-    })?;
+    .map_err(token_error)?;
     tracing::info!(by = %caller.principal, name = %rec.name, role = %rec.role, "Token created.");
     st.changed();
     let mut v = token_json(&rec);
@@ -84,6 +91,9 @@ pub async fn revoke_token_route(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Admin)?;
     let now = st.controller.now();
+    auth::ensure_not_last_admin(st.controller.store(), &name)
+        .await
+        .map_err(token_error)?;
     if !auth::revoke_token(st.controller.store(), &name, &caller.principal, now).await? {
         return Err(ApiError::not_found(format!(
             "no live token named `{name}` (GET /api/v1/tokens lists them)"

@@ -162,8 +162,34 @@ pub enum TokenError {
     Exists(String),
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "token `{0}` is the last live admin token; create another admin token first, then revoke this one"
+    )]
+    LastAdmin(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A principal as stored and compared: trimmed and lower case, so
+/// `Asha`, `asha ` and `ASHA` are one person for separation of duties and
+/// one vote. Control characters are refused (they could forge log lines).
+pub fn normalise_principal(p: &str) -> Result<String, String> {
+    let t = p.trim();
+    if t.is_empty() {
+        return Err("the principal is empty".into());
+    }
+    if t.chars().any(char::is_control) {
+        return Err("the principal contains control characters".into());
+    }
+    if t.chars().count() > 128 {
+        return Err("the principal is longer than 128 characters".into());
+    }
+    Ok(t.to_lowercase())
+}
+
+/// Compare two names as principals (a free-text `initiator` included).
+pub fn same_principal(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// Token names appear in messages and URLs: keep them plain.
@@ -204,9 +230,8 @@ pub async fn create_token_at(
             "token name `{name}`: use 1-64 letters, digits, -, _, ., @"
         )));
     }
-    if principal.trim().is_empty() {
-        return Err(TokenError::Invalid("the principal is empty".into()));
-    }
+    let principal = normalise_principal(principal).map_err(TokenError::Invalid)?;
+    let principal = principal.as_str();
     if store.tokens().await?.iter().any(|t| t.name == name) {
         return Err(TokenError::Exists(name.to_string()));
     }
@@ -242,6 +267,28 @@ pub async fn create_token_at(
     Ok((token, rec))
 }
 
+/// Refuse to revoke the last live admin token through the API: nobody
+/// could then create tokens or lift a freeze without database access.
+pub async fn ensure_not_last_admin(store: &Store, name: &str) -> Result<(), TokenError> {
+    let live: Vec<TokenRecord> = store
+        .tokens()
+        .await?
+        .into_iter()
+        .filter(|t| t.revoked_at.is_none())
+        .collect();
+    let target_is_admin = live
+        .iter()
+        .any(|t| t.name == name && t.role == Role::Admin.as_str());
+    let admins = live
+        .iter()
+        .filter(|t| t.role == Role::Admin.as_str())
+        .count();
+    if target_is_admin && admins <= 1 {
+        return Err(TokenError::LastAdmin(name.to_string()));
+    }
+    Ok(())
+}
+
 /// Revoke a token by name, with its audit event; false when no live token
 /// has that name.
 pub async fn revoke_token(
@@ -274,22 +321,32 @@ pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller,
             "no token: send `Authorization: Bearer <token>` (muhurat --token or MUHURAT_TOKEN)",
         ));
     };
+    // RFC 9110: the scheme is case-insensitive (`Bearer`, `bearer`, `BEARER`).
     let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))
-        .map(str::trim)
+        .trim()
+        .split_once(char::is_whitespace)
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim())
         .filter(|t| !t.is_empty())
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
         })?;
-    let rec = store
-        .token_by_hash(&hash_token(token))
-        .await?
-        .ok_or_else(|| {
-            ApiError::unauthorized(
-                "the server does not know this token; check MUHURAT_TOKEN or ask an admin for one",
-            )
-        })?;
+    let unknown = || {
+        ApiError::unauthorized(
+            "the server does not know this token; check MUHURAT_TOKEN or ask an admin for one",
+        )
+    };
+    let hash = hash_token(token);
+    let rec = store.token_by_hash(&hash).await?.ok_or_else(unknown)?;
+    // The lookup is by SHA-256, which a caller cannot steer byte by byte;
+    // the stored hash is still compared in constant time so no path
+    // compares secret-derived bytes with an early exit.
+    if !bool::from(subtle::ConstantTimeEq::ct_eq(
+        rec.hash.as_bytes(),
+        hash.as_bytes(),
+    )) {
+        return Err(unknown());
+    }
     if let Some(at) = rec.revoked_at {
         return Err(ApiError::unauthorized(format!(
             "token `{}` was revoked on {} by {}; ask an admin for a new one",
@@ -302,7 +359,8 @@ pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller,
     Ok(Caller {
         token_name: rec.name,
         role,
-        principal: rec.principal,
+        // Tokens created before principals were normalised compare the same.
+        principal: rec.principal.trim().to_lowercase(),
     })
 }
 

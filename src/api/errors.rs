@@ -233,7 +233,7 @@ impl RawJson {
             &self.0
         };
         let de = &mut serde_json::Deserializer::from_slice(bytes);
-        serde_path_to_error::deserialize(de).map_err(|e| {
+        let v = serde_path_to_error::deserialize(&mut *de).map_err(|e| {
             let path = e.path().to_string();
             let inner = e.into_inner();
             let at = if path == "." || path.is_empty() {
@@ -244,6 +244,14 @@ impl RawJson {
             ApiError::bad_request(format!(
                 "the request body is not valid JSON for this endpoint: {inner}{at}"
             ))
-        })
+        })?;
+        // One JSON value and nothing after it: `{…}{…}` or `{…}garbage` is
+        // refused rather than half-read.
+        de.end().map_err(|e| {
+            ApiError::bad_request(format!(
+                "the request body has bytes after the JSON value: {e}"
+            ))
+        })?;
+        Ok(v)
     }
 }

@@ -7,6 +7,14 @@
 //! happened in between — there is no in-memory buffer to overflow. The wait
 //! ends when an API change is committed ([`AppState::changed`]) or after
 //! [`POLL`], which picks up the controller's own transitions.
+//!
+//! Sequence numbers are taken when a transaction inserts its event, not
+//! when it commits, so on PostgreSQL event 41 can become visible after 42.
+//! A cursor that jumped to 42 would skip 41 forever. So the cursor only
+//! moves over a *contiguous* run of sequence numbers; at a hole it waits for
+//! the missing event, and only after [`GAP_GRACE`] (a rolled-back
+//! transaction leaves a hole for good) does it step over it. Streams for one
+//! rollout read the same global sequence and filter, for the same reason.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -30,6 +38,9 @@ pub const POLL: Duration = Duration::from_secs(1);
 /// Comment lines that keep proxies from closing an idle stream.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(15);
 const PAGE: i64 = 200;
+/// How long a hole in the sequence is waited for before it is taken to be
+/// a rolled-back transaction (transitions commit in milliseconds).
+pub const GAP_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug, Deserialize)]
 pub struct StreamQuery {
@@ -50,17 +61,52 @@ async fn newest_seq(store: &Store) -> Result<i64, ApiError> {
 
 struct Cursor {
     st: AppState,
+    /// The stream's token: checked on every wake-up, so a revoked token's
+    /// stream ends within one [`POLL`] (at once: revocation wakes streams).
+    token: String,
     after: i64,
     rollout: Option<String>,
     buf: VecDeque<EventRecord>,
     changes: tokio::sync::watch::Receiver<u64>,
+    /// The first missing sequence number and since when it is missing.
+    hole: Option<(i64, std::time::Instant)>,
+}
+
+impl Cursor {
+    /// The events of `evs` (ascending, all after `self.after`) that may be
+    /// delivered now: up to the first hole, unless that hole is older than
+    /// [`GAP_GRACE`]. Advances `after` over them.
+    fn take_contiguous(&mut self, evs: Vec<EventRecord>) -> Vec<EventRecord> {
+        let mut out = Vec::new();
+        for e in evs {
+            let expected = self.after + 1;
+            if e.seq > expected {
+                match self.hole {
+                    Some((s, since)) if s == expected && since.elapsed() >= GAP_GRACE => {
+                        tracing::debug!(
+                            missing = s,
+                            "Event stream: stepping over a hole (rolled back)."
+                        );
+                    }
+                    Some((s, _)) if s == expected => break,
+                    _ => {
+                        self.hole = Some((expected, std::time::Instant::now()));
+                        break;
+                    }
+                }
+            }
+            self.after = e.seq;
+            self.hole = None;
+            out.push(e);
+        }
+        out
+    }
 }
 
 impl Cursor {
     async fn next(mut self) -> Option<(Result<Event, Infallible>, Cursor)> {
         loop {
             if let Some(e) = self.buf.pop_front() {
-                self.after = e.seq;
                 let data = event_json(&e).to_string();
                 let ev = Event::default().id(e.seq.to_string()).data(data);
                 return Some((Ok(ev), self));
@@ -69,13 +115,30 @@ impl Cursor {
             // between the read and the wait still wakes us.
             self.changes.borrow_and_update();
             let store = self.st.controller.store();
-            match store
-                .events(self.rollout.as_deref(), self.after, PAGE)
-                .await
-            {
-                Ok(evs) if !evs.is_empty() => {
-                    self.buf.extend(evs);
+            match store.token_live(&self.token).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::info!(token = %self.token, "Event stream closed: its token was revoked.");
+                    return None;
+                }
+                // Fail closed: nothing is sent while the token cannot be checked.
+                Err(e) => {
+                    tracing::warn!(error = %e, "Event stream: cannot check the token; retrying.");
+                    tokio::time::sleep(POLL).await;
                     continue;
+                }
+            }
+            match store.events(None, self.after, PAGE).await {
+                Ok(evs) if !evs.is_empty() => {
+                    let before = self.after;
+                    let ready = self.take_contiguous(evs);
+                    let rollout = self.rollout.clone();
+                    self.buf.extend(ready.into_iter().filter(|e| {
+                        rollout.is_none() || e.event.rollout_id.as_deref() == rollout.as_deref()
+                    }));
+                    if self.after != before {
+                        continue;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -88,7 +151,8 @@ impl Cursor {
                     // the server is stopping.
                     if r.is_err() { return None; }
                 }
-                _ = tokio::time::sleep(POLL) => {}
+                // Waiting on a hole: look again soon.
+                _ = tokio::time::sleep(if self.hole.is_some() { POLL / 4 } else { POLL }) => {}
             }
         }
     }
@@ -119,10 +183,12 @@ pub async fn stream(
     let changes = st.subscribe();
     let cursor = Cursor {
         st,
+        token: caller.token_name.clone(),
         after,
         rollout: q.rollout,
         buf: VecDeque::new(),
         changes,
+        hole: None,
     };
     let s = futures_util::stream::unfold(cursor, Cursor::next);
     Ok(Sse::new(s).keep_alive(KeepAlive::new().interval(KEEP_ALIVE)))

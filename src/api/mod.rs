@@ -20,6 +20,7 @@ pub mod errors;
 pub mod events;
 pub mod pools;
 pub mod rollouts;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -47,7 +48,18 @@ pub struct AppState {
     /// once; they also poll the store every second for the controller's own
     /// transitions, so a missed bump only delays, never loses, an event.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// `/metrics` rollout counts and when they were read: scrapes within
+    /// [`COUNTS_MAX_AGE`] reuse them, so scraping costs the store at most
+    /// one aggregate query per interval however often (or by how many
+    /// scrapers) it is called.
+    counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
 }
+
+/// Rollout counts by state, and when they were read.
+type CachedCounts = (std::time::Instant, Vec<(String, i64)>);
+
+/// How long `/metrics` reuses its rollout counts.
+pub const COUNTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AppState {
     /// The empty policy, no public URL.
@@ -57,6 +69,7 @@ impl AppState {
             policy: Arc::new(Policy::default()),
             public_url: None,
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            counts: Arc::default(),
         }
     }
 
@@ -157,7 +170,94 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(guard))
         .with_state(state)
+}
+
+/// The per-request guard of [`router`] around any router: request id,
+/// panic → 500, deadline, JSON rejections. Public so tests can put it around
+/// a handler that panics on purpose.
+pub fn harden<S: Clone + Send + Sync + 'static>(r: Router<S>) -> Router<S> {
+    r.layer(axum::middleware::from_fn(guard))
+}
+
+/// How long a request may take to produce its response head (SSE streams
+/// answer at once and then stream). Longer than any backend call a handler
+/// makes (`adopt` waits up to ~20 s for a confirmation).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Around every request: a request id (`x-request-id`), a panic in a
+/// handler turned into a 500 that names the id (the client always gets an
+/// answer; the log has the panic), a deadline, and axum's plain-text
+/// rejections (bad path or query string) rewritten in the JSON error shape.
+async fn guard(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    use futures_util::FutureExt;
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let (method, path) = (req.method().clone(), req.uri().path().to_string());
+    let run = std::panic::AssertUnwindSafe(next.run(req)).catch_unwind();
+    let mut resp = match tokio::time::timeout(REQUEST_TIMEOUT, run).await {
+        Ok(Ok(r)) => plain_rejection_as_json(r).await,
+        Ok(Err(panic)) => {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".into());
+            tracing::error!(request_id = %id, method = %method, path = %path, panic = %what, "A handler panicked; answered 500. This is a bug.");
+            internal_with_id(&id)
+        }
+        Err(_) => {
+            tracing::warn!(request_id = %id, method = %method, path = %path, "Request timed out.");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "timeout",
+                format!(
+                    "the request took longer than {} s (request id {id}); retry, and check the server log if it persists",
+                    REQUEST_TIMEOUT.as_secs()
+                ),
+            )
+            .into_response()
+        }
+    };
+    if let Ok(v) = header::HeaderValue::from_str(&id) {
+        resp.headers_mut().insert("x-request-id", v);
+    }
+    resp
+}
+
+fn internal_with_id(id: &str) -> Response {
+    (
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Json(json!({"error": {
+            "code": "internal",
+            "message": format!("internal error (request id {id}); the cause is in the server log"),
+            "request_id": id,
+        }})),
+    )
+        .into_response()
+}
+
+/// axum's extractor rejections are `text/plain`; the API answers JSON.
+async fn plain_rejection_as_json(r: Response) -> Response {
+    let plain = r
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/plain"));
+    if !r.status().is_client_error() || !plain {
+        return r;
+    }
+    let status = r.status();
+    let bytes = axum::body::to_bytes(r.into_body(), 64 * 1024)
+        .await
+        .unwrap_or_default();
+    let text: String = String::from_utf8_lossy(&bytes).chars().take(500).collect();
+    ApiError::new(
+        status,
+        "bad_request",
+        format!("{} — see openapi.yaml", text.trim()),
+    )
+    .into_response()
 }
 
 /// The process is up.
@@ -231,18 +331,31 @@ async fn metrics(State(st): State<AppState>) -> Response {
     let mut out = String::new();
     let mut counts: std::collections::BTreeMap<String, u64> =
         STATES.iter().map(|s| (s.to_string(), 0)).collect();
-    // TODO(correctness): counts every stored rollout; replace with a
-    // GROUP BY in the store once the history grows past ~100k rows.
-    let store_up = match c.store().rollouts(false, 100_000).await {
-        Ok(rs) => {
-            for r in rs {
-                *counts.entry(r.state).or_default() += 1;
+    // One aggregate query at most every COUNTS_MAX_AGE (unauthenticated
+    // endpoint: a scraper loop must not turn into database load).
+    let store_up = {
+        let mut cached = st.counts.lock().await;
+        let fresh = cached
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < COUNTS_MAX_AGE)
+            .map(|(_, v)| v.clone());
+        let got = match fresh {
+            Some(v) => Ok(v),
+            None => c.store().count_by_state().await.inspect(|v| {
+                *cached = Some((std::time::Instant::now(), v.clone()));
+            }),
+        };
+        match got {
+            Ok(v) => {
+                for (state, n) in v {
+                    *counts.entry(state).or_default() += n.max(0) as u64;
+                }
+                1
             }
-            1
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "Metrics: the store did not answer.");
-            0
+            Err(e) => {
+                tracing::warn!(error = %e, "Metrics: the store did not answer.");
+                0
+            }
         }
     };
     let _ = writeln!(

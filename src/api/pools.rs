@@ -15,7 +15,7 @@ use serde_json::{Value, json};
 use super::AppState;
 use super::auth::{Action, Caller};
 use super::errors::{self, ApiError, RawJson};
-use super::rollouts::load_spec;
+use super::rollouts::{load_spec, load_spec_async};
 use crate::controller::AdoptError;
 use crate::engine::DRIFT_TOLERANCE;
 use crate::spec::Spec;
@@ -27,10 +27,19 @@ pub struct SpecBody {
     spec: String,
 }
 
-/// Load the spec and refuse hosts outside the policy.
-fn spec_within_hosts(st: &AppState, yaml: &str) -> Result<Spec, ApiError> {
-    let spec = load_spec(st, yaml)?.spec;
-    let v = crate::policy::check_hosts(&spec, &st.policy);
+/// Load the spec and refuse, before any connection, hosts outside the
+/// policy and secrets sent anywhere they are not bound to. A spec that
+/// names a secret makes the server use it, so reading with it needs the
+/// role that may start a rollout.
+async fn spec_within_reach(st: &AppState, caller: &Caller, yaml: &str) -> Result<Spec, ApiError> {
+    let spec = load_spec_async(st, yaml).await?.spec;
+    if crate::policy::names_secrets(&spec) && !caller.role.may(Action::Deploy) {
+        return Err(ApiError::forbidden(format!(
+            "token `{}` of {} has the {} role; a spec that names a secret makes the server use it, which needs the deployer or admin role (remove the secret to check without it)",
+            caller.token_name, caller.principal, caller.role
+        )));
+    }
+    let v = crate::policy::check_reach(&spec, &st.policy);
     if !v.is_empty() {
         return Err(errors::policy_violation(&v));
     }
@@ -118,7 +127,7 @@ pub async fn pools(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
     let body: SpecBody = raw.parse()?;
-    let spec = spec_within_hosts(&st, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec).await?;
     Ok(Json(pools_view(&st, &spec).await?))
 }
 
@@ -191,7 +200,7 @@ pub async fn check_target(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
     let body: SpecBody = raw.parse()?;
-    let spec = spec_within_hosts(&st, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec).await?;
     let target = spec.traffic.target_id();
     let o = match st.controller.orientation_of(&spec).await {
         Ok((o, _)) => o,
@@ -239,7 +248,7 @@ pub async fn check_metrics(
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     caller.require(Action::Read)?;
     let body: MetricsBody = raw.parse()?;
-    let spec = spec_within_hosts(&st, &body.spec)?;
+    let spec = spec_within_reach(&st, &caller, &body.spec).await?;
     let Some(a) = spec.analysis.as_ref().filter(|a| !a.checks.is_empty()) else {
         return Ok((
             StatusCode::OK,

@@ -39,19 +39,102 @@ pub(crate) fn load_spec(st: &AppState, yaml: &str) -> Result<spec::Loaded, ApiEr
     .map_err(|d| errors::invalid_spec(&d))
 }
 
+/// Longest a spec may take to load and validate. Input limits keep it to
+/// milliseconds; the budget is the backstop that keeps a worker thread, not
+/// the request, waiting if some input still proves slow.
+pub const SPEC_BUDGET: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// [`load_spec`] on the blocking pool, within [`SPEC_BUDGET`]: parsing and
+/// validation are CPU work and must not hold an async worker (the
+/// controller's tasks and `/healthz` share them).
+pub(crate) async fn load_spec_async(st: &AppState, yaml: &str) -> Result<spec::Loaded, ApiError> {
+    let (st2, yaml) = (st.clone(), yaml.to_string());
+    let job = tokio::task::spawn_blocking(move || load_spec(&st2, &yaml));
+    match tokio::time::timeout(SPEC_BUDGET, job).await {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => Err(ApiError::internal(format!("spec validation failed: {e}"))),
+        Err(_) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_spec",
+            format!(
+                "the spec took longer than {} s to validate; simplify it (fewer or coarser windows)",
+                SPEC_BUDGET.as_secs()
+            ),
+        )),
+    }
+}
+
 /// A rollout by id, or the active rollout of a spec name; 404 otherwise.
 pub(crate) async fn resolve(st: &AppState, id: &str) -> Result<RolloutRecord, ApiError> {
     let store = st.controller.store();
     if let Some(r) = store.rollout(id).await? {
         return Ok(r);
     }
-    if let Some(r) = store.active_by_name(id).await? {
-        return Ok(r);
+    let mut active = store.active_all_by_name(id).await?;
+    match active.len() {
+        0 => Err(ApiError::not_found(format!(
+            "no rollout `{id}`: neither a rollout id nor the name of a spec with an active rollout"
+        ))),
+        1 => Ok(active.remove(0)),
+        // Never pick one: a pause or abort must hit the rollout meant.
+        _ => {
+            let ids: Vec<String> = active.into_iter().map(|r| r.id).collect();
+            Err(ApiError::new(
+                StatusCode::CONFLICT,
+                "ambiguous_rollout",
+                format!(
+                    "spec `{id}` has {} active rollouts ({}); name the rollout by its id",
+                    ids.len(),
+                    ids.join(", ")
+                ),
+            )
+            .with_details(json!({ "rollouts": ids })))
+        }
     }
-    Err(ApiError::not_found(format!(
-        "no rollout `{id}`: neither a rollout id nor the name of a spec with an active rollout"
-    )))
 }
+
+/// A free-text field (revision, initiator, comment, reason, spec hash):
+/// trimmed, at most `max` characters, no control characters (they could
+/// forge lines in logs and the audit trail). Empty becomes None.
+pub(crate) fn text_field(
+    name: &str,
+    value: Option<String>,
+    max: usize,
+) -> Result<Option<String>, ApiError> {
+    let Some(v) = value
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+    else {
+        return Ok(None);
+    };
+    if v.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` is longer than {max} characters; shorten it"
+        )));
+    }
+    if v.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "`{name}` contains control characters (newlines, tabs, escapes); write it on one line"
+        )));
+    }
+    Ok(Some(v))
+}
+
+/// `?limit=`: `default` when absent, 400 outside 1..=`max` (the documented
+/// range) rather than a silent clamp.
+fn limit_param(v: Option<i64>, default: i64, max: i64) -> Result<i64, ApiError> {
+    match v {
+        None => Ok(default),
+        Some(n) if (1..=max).contains(&n) => Ok(n),
+        Some(n) => Err(ApiError::bad_request(format!(
+            "limit {n} is outside 1..={max}"
+        ))),
+    }
+}
+
+/// Limits of the free-text fields.
+pub const MAX_NAME_CHARS: usize = 128;
+pub const MAX_TEXT_CHARS: usize = 1000;
 
 fn engine_state(rec: &RolloutRecord) -> Result<Rollout, ApiError> {
     serde_json::from_str(&rec.data).map_err(|e| {
@@ -254,7 +337,14 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
                     .is_some_and(|p| t + spec.windows.min_remaining + spec.windows.before_open > p)
             }));
             let frozen = c.store().freeze().await?.on;
-            v["plan"] = json!(projected(spec, &cal, &r, now, frozen));
+            // Planning walks the windows to the end of coverage: CPU work,
+            // done on the blocking pool so async workers stay free.
+            let (spec2, r2) = (spec.clone(), r.clone());
+            let plan =
+                tokio::task::spawn_blocking(move || projected(&spec2, &cal, &r2, now, frozen))
+                    .await
+                    .map_err(|e| ApiError::internal(format!("plan projection failed: {e}")))?;
+            v["plan"] = json!(plan);
         }
         if !r.state.is_terminal()
             && let Ok((o, true)) = c.orientation_of(spec).await
@@ -290,22 +380,39 @@ pub async fn create(
 ) -> Result<Response, ApiError> {
     caller.require(Action::Deploy)?;
     let body: StartBody = raw.parse()?;
-    let revision = body.revision.trim().to_string();
-    if revision.is_empty() {
+    let Some(revision) = text_field("revision", Some(body.revision), MAX_NAME_CHARS)? else {
         return Err(ApiError::bad_request(
             "`revision` is empty; pass the commit or build being rolled out",
         ));
+    };
+    let initiator = text_field("initiator", body.initiator, MAX_NAME_CHARS)?;
+    let loaded = load_spec_async(&st, &body.spec).await?;
+    let mut violations = crate::policy::check(&loaded.spec, &st.policy);
+    // A webhook is refused now, not at its first delivery: the secret must
+    // be set, and its URL point at a bound, allowed host. (The check reads
+    // the environment, so it is here and not in the pure policy check.)
+    for (i, n) in loaded.spec.notify.iter().enumerate() {
+        let problem = match st.policy.secrets.webhook_url(&n.webhook_secret) {
+            Err(crate::secrets::SecretError::Unbound { .. }) => None, // listed by check()
+            Err(e) => Some(e.to_string()),
+            Ok(url) => st.policy.url_allowed(&url).err().map(|_| {
+                format!(
+                    "webhook secret `{}` points at a host outside the server policy's allowed_hosts",
+                    n.webhook_secret
+                )
+            }),
+        };
+        if let Some(message) = problem {
+            violations.push(crate::policy::Violation {
+                path: format!("notify[{i}].webhook_secret"),
+                message,
+            });
+        }
     }
-    let loaded = load_spec(&st, &body.spec)?;
-    let violations = crate::policy::check(&loaded.spec, &st.policy);
     if !violations.is_empty() {
         return Err(errors::policy_violation(&violations));
     }
-    let initiator = body
-        .initiator
-        .map(|i| i.trim().to_string())
-        .filter(|i| !i.is_empty())
-        .unwrap_or_else(|| caller.principal.clone());
+    let initiator = initiator.unwrap_or_else(|| caller.principal.clone());
     let outcome = st
         .controller
         .start(StartRequest {
@@ -344,7 +451,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Read)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000);
+    let limit = limit_param(q.limit, 100, 1000)?;
     let (active_only, state) = match q.state.as_deref() {
         None | Some("") | Some("all") => (false, None),
         Some("active") => (true, None),
@@ -426,7 +533,7 @@ pub async fn audit(
         .events(
             Some(&rec.id),
             q.after.unwrap_or(0),
-            q.limit.unwrap_or(1000).clamp(1, 10_000),
+            limit_param(q.limit, 1000, 10_000)?,
         )
         .await?;
     Ok(Json(json!(
@@ -454,10 +561,6 @@ async fn command(
     Ok(Json(detail(st, &fresh).await?))
 }
 
-fn nonempty(s: Option<String>) -> Option<String> {
-    s.map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
-}
-
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PauseBody {
@@ -472,10 +575,11 @@ pub async fn pause(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Deploy)?;
     let body: PauseBody = raw.parse()?;
+    let reason = text_field("reason", body.reason, MAX_TEXT_CHARS)?;
     let rec = resolve(&st, &id).await?;
     let input = Input::Pause {
         by: caller.principal.clone(),
-        reason: nonempty(body.reason),
+        reason,
     };
     command(&st, &caller, &rec, input).await
 }
@@ -506,11 +610,12 @@ pub async fn resume(
     } else {
         Action::Deploy
     })?;
+    let reason = text_field("reason", body.reason, MAX_TEXT_CHARS)?;
     let rec = resolve(&st, &id).await?;
     let input = Input::Resume {
         by: caller.principal.clone(),
         override_checks: body.override_checks,
-        reason: nonempty(body.reason),
+        reason,
     };
     command(&st, &caller, &rec, input).await
 }
@@ -529,7 +634,7 @@ pub async fn abort(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Deploy)?;
     let body: AbortBody = raw.parse()?;
-    let reason = nonempty(body.reason).ok_or_else(|| {
+    let reason = text_field("reason", body.reason, MAX_TEXT_CHARS)?.ok_or_else(|| {
         ApiError::reason_required("say why you abort: {\"reason\": \"…\"} (it goes into the audit log and the notification)")
     })?;
     let rec = resolve(&st, &id).await?;
@@ -556,17 +661,25 @@ pub async fn approve(
 ) -> Result<Json<Value>, ApiError> {
     caller.require(Action::Approve)?;
     let body: ApproveBody = raw.parse()?;
+    let comment = text_field("comment", body.comment, MAX_TEXT_CHARS)?;
+    // Any text is a (stale) hash to the engine; only its size and control
+    // characters are refused here.
+    let spec_hash =
+        text_field("spec_hash", Some(body.spec_hash), MAX_NAME_CHARS)?.unwrap_or_default();
     let rec = resolve(&st, &id).await?;
     // The initiator is a person, not a token: the token that started the
     // rollout, any other token of the same principal, and the `initiator`
     // name given at start all count as the initiator.
-    let is_initiator = caller.principal == rec.principal || caller.principal == rec.initiator;
+    // Compared normalised (case, surrounding space): `Asha` started it,
+    // `asha` may not approve it.
+    let is_initiator = super::auth::same_principal(&caller.principal, &rec.principal)
+        || super::auth::same_principal(&caller.principal, &rec.initiator);
     let input = Input::Approve {
         principal: caller.principal.clone(),
         is_initiator,
         step: body.step,
-        spec_hash: body.spec_hash,
-        comment: nonempty(body.comment),
+        spec_hash,
+        comment,
     };
     command(&st, &caller, &rec, input).await
 }

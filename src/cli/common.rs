@@ -41,20 +41,50 @@ pub fn parse_date(flag: &str, text: &str) -> Result<chrono::NaiveDate, String> {
 }
 
 fn io_diag(file: &Path, e: &std::io::Error, fix: &str) -> Diagnostic {
+    let (message, fix) = if e.kind() == std::io::ErrorKind::InvalidData {
+        (
+            "the file is not UTF-8 text".to_string(),
+            "save it as UTF-8 (specs and calendars are YAML text)",
+        )
+    } else if e.kind() == std::io::ErrorKind::FileTooLarge {
+        (
+            format!(
+                "the file is above the limit of {} bytes",
+                crate::yaml::MAX_BYTES
+            ),
+            "a spec or calendar is a few KiB; check that this is the right file",
+        )
+    } else {
+        (format!("cannot read the file: {e}"), fix)
+    };
     Diagnostic {
         severity: Severity::Error,
         file: file.display().to_string(),
         line: None,
         column: None,
         path: String::new(),
-        message: format!("cannot read the file: {e}"),
+        message,
         fix: fix.to_string(),
     }
 }
 
+/// Read a text file of at most [`crate::yaml::MAX_BYTES`] bytes: a larger
+/// one is refused before it is read into memory.
+pub fn read_limited(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let f = std::fs::File::open(path)?;
+    let mut buf = Vec::new();
+    f.take(crate::yaml::MAX_BYTES as u64 + 1)
+        .read_to_end(&mut buf)?;
+    if buf.len() > crate::yaml::MAX_BYTES {
+        return Err(std::io::Error::from(std::io::ErrorKind::FileTooLarge));
+    }
+    String::from_utf8(buf).map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidData))
+}
+
 /// Read and validate a calendar file.
 pub fn load_calendar_file(path: &Path) -> Result<Calendar, CalendarLookup> {
-    let text = match std::fs::read_to_string(path) {
+    let text = match read_limited(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(CalendarLookup::NotFound(format!(
@@ -75,8 +105,7 @@ pub fn load_calendar_file(path: &Path) -> Result<Calendar, CalendarLookup> {
 
 /// Read a spec file, find and load its calendar, validate both.
 pub fn load_spec_file(path: &Path, calendars: Option<&Path>) -> Result<Loaded, Vec<Diagnostic>> {
-    let text =
-        std::fs::read_to_string(path).map_err(|e| vec![io_diag(path, &e, "check the path")])?;
+    let text = read_limited(path).map_err(|e| vec![io_diag(path, &e, "check the path")])?;
     spec::load(&path.display().to_string(), &text, |name| {
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(CalendarLookup::NotFound(
@@ -105,7 +134,16 @@ pub fn parse_time(
     match text {
         Some(t) => DateTime::parse_from_rfc3339(t.trim())
             .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| format!("{flag} `{t}` is not an RFC 3339 time with an offset ({e}); write e.g. 2026-11-27T00:00:00+05:30")),
+            .map_err(|e| format!("{flag} `{t}` is not an RFC 3339 time with an offset ({e}); write e.g. 2026-11-27T00:00:00+05:30"))
+            // Ranges are computed from it: keep the arithmetic far from
+            // chrono's limits (year 262143).
+            .and_then(|v| {
+                if (1970..=2200).contains(&chrono::Datelike::year(&v)) {
+                    Ok(v)
+                } else {
+                    Err(format!("{flag} `{t}` is outside the years 1970-2200"))
+                }
+            }),
         None => {
             let now = clock.now();
             let floor = now.duration_trunc(TimeDelta::seconds(1)).unwrap_or(now);

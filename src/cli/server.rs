@@ -154,6 +154,13 @@ pub fn settings(args: &ServerArgs) -> Result<Settings, String> {
     } else {
         args.notify.clone()
     };
+    // A server-wide webhook must be bound now, not fail at its first delivery.
+    for n in &notify {
+        policy
+            .secrets
+            .binding(n)
+            .map_err(|e| format!("notify: {e}"))?;
+    }
     let log_format = args
         .log_format
         .clone()
@@ -258,7 +265,7 @@ async fn serve(s: Settings) -> Result<(), String> {
         crate::traffic::consul::ConsulLimits::default(),
     ));
     let traffic = Arc::new(HaproxyFactory::new(HaproxyLimits::default()).with_other(consul));
-    // Specs name secrets; the policy maps names to environment variables.
+    // Specs name secrets; the policy binds each name to its variable and hosts.
     let metrics = Arc::new(PrometheusFactory {
         secrets: s.policy.secrets(),
         ..PrometheusFactory::default()
@@ -303,8 +310,9 @@ async fn serve(s: Settings) -> Result<(), String> {
     // Webhooks from the outbox, in their own task: never in the controller's way.
     let notify_task = tokio::spawn(crate::notify::run(
         controller.store().clone(),
+        Arc::new(s.policy.clone()),
         s.policy.secrets(),
-        reqwest::Client::new(),
+        crate::notify::client(),
         Arc::new(SystemClock),
         crate::notify::Options {
             public_url: s.public_url.clone(),
@@ -323,13 +331,16 @@ async fn serve(s: Settings) -> Result<(), String> {
             .with_public_url(s.public_url.clone()),
     );
     let mut stop_http = stop_tx.subscribe();
-    let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.changed().await;
-            })
-            .await
-    });
+    // Connection limit, header and idle timeouts, descriptors kept for the
+    // controller (api::serve).
+    let http = tokio::spawn(api::serve::serve(
+        listener,
+        app,
+        api::serve::Limits::default(),
+        async move {
+            let _ = stop_http.changed().await;
+        },
+    ));
 
     // Signals: SIGHUP reloads calendars; SIGTERM/SIGINT stop gracefully.
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -372,16 +383,50 @@ fn journal_path(db: &str) -> PathBuf {
     }
 }
 
-/// A database URL without its password, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.find('@')) {
-        (Some(s), Some(at)) if at > s => {
-            let creds = &url[s + 3..at];
-            match creds.split_once(':') {
-                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
-                None => url.to_string(),
-            }
-        }
-        _ => url.to_string(),
+/// A database URL without its password, for logs. Parsed as a URL (a
+/// password may itself contain `@` or `:`); a `password` query parameter is
+/// hidden too, and anything that does not parse is not shown at all.
+pub fn redact(db: &str) -> String {
+    let Ok(mut u) = url::Url::parse(db) else {
+        return match db.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://(unparsable URL, not shown)"),
+            None => "(unparsable URL, not shown)".into(),
+        };
+    };
+    if u.password().is_some() {
+        let _ = u.set_password(Some("***"));
+    }
+    let pairs: Vec<(String, String)> = u
+        .query_pairs()
+        .map(|(k, v)| {
+            let hide = k.to_ascii_lowercase().contains("password");
+            (
+                k.into_owned(),
+                if hide { "***".into() } else { v.into_owned() },
+            )
+        })
+        .collect();
+    if !pairs.is_empty() {
+        u.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    u.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_with_at_signs_and_query_passwords() {
+        let r = redact("postgres://muhurat:p@ss:w@rd@db.internal:5432/muhurat");
+        assert!(!r.contains("ss:w") && !r.contains("rd@"), "{r}");
+        assert!(r.contains("muhurat:***@db.internal:5432/muhurat"), "{r}");
+        let r = redact("postgres://u@db/m?sslmode=require&password=s3cr3t");
+        assert!(
+            !r.contains("s3cr3t") && r.contains("sslmode=require"),
+            "{r}"
+        );
+        assert_eq!(redact("sqlite://muhurat.db"), "sqlite://muhurat.db");
+        assert!(!redact("postgres://u:s3cr3t@[bad").contains("s3cr3t"));
     }
 }

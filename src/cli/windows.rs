@@ -96,6 +96,9 @@ pub fn provisional_line(cal: &Calendar) -> Option<String> {
     ))
 }
 
+/// Longest range shown (ten years): beyond any calendar's coverage.
+pub const MAX_DAYS: u32 = 3660;
+
 pub fn run(
     clock: &dyn Clock,
     file: &Path,
@@ -127,11 +130,19 @@ pub fn run(
                 return EXIT_BAD_INPUT;
             }
         },
+        (None, Some(d)) if d > MAX_DAYS => {
+            eprintln!("muhurat windows: --days {d} is above the limit of {MAX_DAYS}");
+            return EXIT_BAD_INPUT;
+        }
         (None, Some(d)) => from + TimeDelta::days(i64::from(d)),
         (None, None) => from + TimeDelta::days(7),
     };
     if to <= from {
         eprintln!("muhurat windows: --to must be after --from");
+        return EXIT_BAD_INPUT;
+    }
+    if to - from > TimeDelta::days(i64::from(MAX_DAYS)) {
+        eprintln!("muhurat windows: the range is longer than {MAX_DAYS} days; shorten it");
         return EXIT_BAD_INPUT;
     }
     let (spec, cal) = (&loaded.spec, &loaded.calendar);

@@ -86,6 +86,11 @@ pub struct Options {
     /// series, and reading them all would only delay the same error.
     pub max_body_bytes: usize,
     pub method: Method,
+    /// Accept a partial answer (VictoriaMetrics cluster `isPartial: true`:
+    /// some storage nodes did not answer; Prometheus `warnings`) as if it
+    /// were whole. Off by default: a value computed from part of the data
+    /// can look healthy when it is not, so it yields `error`, never `pass`.
+    pub accept_partial: bool,
 }
 
 impl Default for Options {
@@ -95,6 +100,7 @@ impl Default for Options {
             timeout: Duration::from_secs(10),
             max_body_bytes: 1 << 20,
             method: Method::Post,
+            accept_partial: false,
         }
     }
 }
@@ -168,6 +174,9 @@ impl Client {
             // credentials) somewhere the spec does not name; POST would also
             // silently turn into GET. Point the spec at the final URL instead.
             .redirect(reqwest::redirect::Policy::none())
+            // Credentials go to the bound host itself, never through a proxy
+            // picked up from the environment.
+            .no_proxy()
             .user_agent(concat!("muhurat/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| GateError(format!("cannot build the HTTP client: {}", chain(&e))))?;
@@ -225,7 +234,7 @@ impl Client {
             )));
         }
 
-        let sample = interpret(status, &content_type, &body)?;
+        let sample = interpret(status, &content_type, &body, self.options.accept_partial)?;
         Ok(Answer {
             sample,
             server_date,
@@ -296,7 +305,12 @@ impl MetricsSource for Client {
 }
 
 /// Turn one HTTP answer into a sample. Pure, so every shape is unit-tested.
-fn interpret(status: StatusCode, content_type: &str, body: &[u8]) -> Result<Sample, GateError> {
+fn interpret(
+    status: StatusCode,
+    content_type: &str,
+    body: &[u8],
+    accept_partial: bool,
+) -> Result<Sample, GateError> {
     let json: Option<Value> = serde_json::from_slice(body).ok();
     let envelope = json.as_ref().and_then(Value::as_object);
 
@@ -351,6 +365,25 @@ fn interpret(status: StatusCode, content_type: &str, body: &[u8]) -> Result<Samp
     };
     if obj.get("status").and_then(Value::as_str) != Some("success") {
         return Err(shape(format!("`status` is {:?}", obj.get("status"))));
+    }
+    if !accept_partial {
+        if obj.get("isPartial").and_then(Value::as_bool) == Some(true) {
+            return Err(GateError(
+                "the answer is partial (isPartial: true — some storage nodes did not answer); a partial answer never counts as a pass".into(),
+            ));
+        }
+        if let Some(w) = obj
+            .get("warnings")
+            .and_then(Value::as_array)
+            .filter(|w| !w.is_empty())
+        {
+            let first = w.first().and_then(Value::as_str).unwrap_or("");
+            return Err(GateError(format!(
+                "the server answered with {} warning(s) ({}); a possibly incomplete answer never counts as a pass",
+                w.len(),
+                snippet(first.as_bytes())
+            )));
+        }
     }
     let data = obj
         .get("data")
@@ -485,15 +518,22 @@ fn shape(what: String) -> GateError {
     GateError(format!("unexpected answer from the query API: {what}"))
 }
 
-/// The first 200 characters of a body, on one line, for error messages.
+/// The first 160 characters of a body, on one line, cleaned, for error messages.
 fn snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    // The peer may be hostile: one line, no control characters, short.
+    let one_line: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
     if one_line.is_empty() {
         return "(empty)".into();
     }
-    let mut out: String = one_line.chars().take(200).collect();
-    if one_line.chars().count() > 200 {
+    let mut out: String = one_line.chars().take(160).collect();
+    if one_line.chars().count() > 160 {
         out.push('…');
     }
     out
@@ -560,7 +600,7 @@ mod tests {
     use rstest::rstest;
 
     fn ok(body: &str) -> Result<Sample, GateError> {
-        interpret(StatusCode::OK, "application/json", body.as_bytes())
+        interpret(StatusCode::OK, "application/json", body.as_bytes(), false)
     }
 
     #[rstest]
@@ -588,12 +628,33 @@ mod tests {
         r#"{"status":"success","data":{"resultType":"scalar","result":[1,"1e-05"]}}"#,
         Sample::Value(1e-5)
     )]
-    #[case::warnings_ignored(
-        r#"{"status":"success","warnings":["w"],"data":{"resultType":"scalar","result":[1,"3"]}}"#,
+    #[case::empty_warnings(
+        r#"{"status":"success","warnings":[],"isPartial":false,"data":{"resultType":"scalar","result":[1,"3"]}}"#,
         Sample::Value(3.0)
     )]
     fn shapes(#[case] body: &str, #[case] want: Sample) {
         assert_eq!(ok(body).unwrap(), want);
+    }
+
+    #[rstest]
+    #[case::victoria_partial(
+        r#"{"status":"success","isPartial":true,"data":{"resultType":"vector","result":[{"metric":{},"value":[1,"0.001"]}]}}"#,
+        "partial"
+    )]
+    #[case::prometheus_warnings(
+        r#"{"status":"success","warnings":["PromQL info: \u001b[31mmetric might not be a counter"],"data":{"resultType":"scalar","result":[1,"3"]}}"#,
+        "1 warning(s)"
+    )]
+    fn a_partial_answer_is_an_error_not_a_pass(#[case] body: &str, #[case] says: &str) {
+        let e = ok(body).unwrap_err().0;
+        assert!(e.contains(says), "{e}");
+        assert!(
+            !e.contains('\u{1b}'),
+            "control characters reach the reason: {e:?}"
+        );
+        // Configurable: an operator who knows the cluster may accept them.
+        let accepted = interpret(StatusCode::OK, "application/json", body.as_bytes(), true);
+        assert!(accepted.is_ok(), "{accepted:?}");
     }
 
     #[test]
@@ -667,7 +728,7 @@ mod tests {
     )]
     fn errors(#[case] status: u16, #[case] body: &str, #[case] want: &str) {
         let status = StatusCode::from_u16(status).unwrap();
-        let err = interpret(status, "text/html", body.as_bytes())
+        let err = interpret(status, "text/html", body.as_bytes(), false)
             .unwrap_err()
             .0;
         assert!(err.contains(want), "{err}");
@@ -747,7 +808,12 @@ impl crate::controller::MetricsFactory for PrometheusFactory {
                 let name = match auth {
                     Auth::BearerSecret(n) | Auth::BasicSecret(n) => n,
                 };
-                let value = self.secrets.resolve(name)?;
+                // Refused before any connection unless `analysis.prometheus`
+                // is a destination the secret is bound to.
+                let value = self
+                    .secrets
+                    .value_for(name, &analysis.prometheus)
+                    .map_err(|e| e.to_string())?;
                 Some(Credentials::from_auth(auth, value).map_err(|e| e.0)?)
             }
         };

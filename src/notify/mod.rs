@@ -100,7 +100,11 @@ pub struct Report {
 #[derive(Clone)]
 pub struct Worker {
     pub store: Store,
+    /// Webhook URLs are secrets bound to their hosts ([`Secrets::webhook_url`]).
     pub secrets: Secrets,
+    /// The policy's `allowed_hosts`, checked on every resolved URL.
+    pub policy: Arc<crate::policy::Policy>,
+    /// Build it with [`client`]: redirects are never followed.
     pub http: reqwest::Client,
     pub clock: Arc<dyn Clock>,
     pub opts: Options,
@@ -174,7 +178,18 @@ impl Worker {
                 row.channel
             ));
         };
-        let url = self.secrets.resolve(secret)?;
+        // Bound host and allowed_hosts, both before any connection. Neither
+        // error shows the URL (it is the secret).
+        let url = self
+            .secrets
+            .webhook_url(secret)
+            .map_err(|e| e.to_string())?;
+        if self.policy.url_allowed(&url).is_err() {
+            // url_allowed's message names the URL: keep it out.
+            return Err(format!(
+                "webhook `{secret}`: its host is not in the server policy's allowed_hosts; refused before connecting"
+            ));
+        }
         let rollout_id = match self.store.events(None, row.event_seq - 1, 1).await {
             Ok(evs) => evs
                 .into_iter()
@@ -209,12 +224,17 @@ impl Worker {
         if status.is_success() {
             return Ok(());
         }
+        // A short, cleaned excerpt: the receiver may be hostile.
         let text: String = resp
             .text()
             .await
             .unwrap_or_default()
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
             .chars()
-            .take(200)
+            .filter(|c| !c.is_control())
+            .take(160)
             .collect();
         Err(format!(
             "webhook `{secret}` answered {status}: {}",
@@ -243,9 +263,22 @@ impl Worker {
     }
 }
 
+/// The HTTP client for webhooks: a webhook URL carries its own credential
+/// (the path), so a redirect — to any host — is never followed, and no
+/// proxy from the environment sees it.
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .unwrap_or_default()
+}
+
 /// Deliver due rows once (see [`Worker::deliver_once`]).
 pub async fn deliver_once(
     store: &Store,
+    policy: Arc<crate::policy::Policy>,
     secrets: &Secrets,
     http: &reqwest::Client,
     clock: Arc<dyn Clock>,
@@ -253,6 +286,7 @@ pub async fn deliver_once(
 ) -> Result<Report, StoreError> {
     Worker {
         store: store.clone(),
+        policy,
         secrets: secrets.clone(),
         http: http.clone(),
         clock,
@@ -265,6 +299,7 @@ pub async fn deliver_once(
 /// The delivery loop for `muhurat server`: spawn it as its own task.
 pub async fn run(
     store: Store,
+    policy: Arc<crate::policy::Policy>,
     secrets: Secrets,
     http: reqwest::Client,
     clock: Arc<dyn Clock>,
@@ -273,6 +308,7 @@ pub async fn run(
 ) {
     Worker {
         store,
+        policy,
         secrets,
         http,
         clock,

@@ -65,9 +65,13 @@ pub struct RawPolicy {
     /// Glob patterns (`*`, `?`) for `host:port` or `host`.
     #[serde(default)]
     pub allowed_hosts: Option<Vec<String>>,
-    /// Secret name → environment variable.
+    /// Secret name → `{env, hosts, scheme?}`: where its value comes from
+    /// and the only places it may be sent (see [`crate::secrets`]).
     #[serde(default)]
-    pub secrets: Option<BTreeMap<String, String>>,
+    pub secrets: Option<BTreeMap<String, crate::secrets::RawBinding>>,
+    /// When true, no spec may set `approvals.separation_of_duties: false`.
+    #[serde(default)]
+    pub require_separation_of_duties: Option<bool>,
 }
 
 /// A validated policy. `Policy::default()` is the empty policy: no floor
@@ -85,7 +89,9 @@ pub struct Policy {
     pub max_first_weight: Option<u32>,
     /// None: any host. Some(empty): no host at all (only unix sockets).
     pub allowed_hosts: Option<Vec<HostPattern>>,
-    pub secrets: BTreeMap<String, String>,
+    /// Every secret the server may use, bound to its hosts. Empty: none.
+    pub secrets: crate::secrets::Secrets,
+    pub require_separation_of_duties: bool,
 }
 
 /// One violation: the spec key path and what is wrong, with the fix.
@@ -198,39 +204,25 @@ fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|c| *c == '*')
 }
 
-/// `host` and `port` of an `http(s)://` URL (default ports 80/443).
+/// `host` and `port` of an `http(s)://` URL (default ports 80/443), parsed
+/// by the same `url` crate the HTTP client uses, so the host checked is the
+/// host connected to (no parser differential with `user@` or `\\`).
 pub fn url_host_port(url: &str) -> Result<(String, u16), String> {
-    let (scheme, rest) = url
-        .split_once("://")
-        .ok_or_else(|| format!("`{url}` is not an http(s):// URL"))?;
-    let default_port = match scheme.to_ascii_lowercase().as_str() {
-        "http" => 80,
-        "https" => 443,
+    let u = url::Url::parse(url.trim()).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    match u.scheme() {
+        "http" | "https" => {}
         other => return Err(format!("`{url}`: scheme `{other}` is not http or https")),
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let (host, port) = if let Some(r) = authority.strip_prefix('[') {
-        let (h, after) = r
-            .split_once(']')
-            .ok_or_else(|| format!("`{url}`: unclosed `[`"))?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match authority.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (authority, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(format!("`{url}` has no host"));
     }
-    let port = match port {
-        None | Some("") => default_port,
-        Some(p) => p
-            .parse()
-            .map_err(|_| format!("`{url}`: port `{p}` is not a number"))?,
+    let host = match u.host() {
+        Some(url::Host::Domain(d)) => d.to_ascii_lowercase(),
+        Some(url::Host::Ipv4(a)) => a.to_string(),
+        Some(url::Host::Ipv6(a)) => a.to_string(),
+        None => return Err(format!("`{url}` has no host")),
     };
-    Ok((host.to_string(), port))
+    let port = u
+        .port_or_known_default()
+        .ok_or_else(|| format!("`{url}` has no port"))?;
+    Ok((host, port))
 }
 
 impl Policy {
@@ -267,11 +259,9 @@ impl Policy {
         }
     }
 
-    /// The secrets map for [`crate::secrets::Secrets`].
+    /// The secret bindings, for the clients that send them.
     pub fn secrets(&self) -> crate::secrets::Secrets {
-        crate::secrets::Secrets {
-            vars: self.secrets.clone(),
-        }
+        self.secrets.clone()
     }
 
     /// True for the empty policy (nothing beyond the spec's own rules).
@@ -349,25 +339,28 @@ pub fn validate(raw: &RawPolicy, prefix: &str) -> Result<Policy, Vec<Problem>> {
             )),
         }
     }
-    for (name, var) in raw.secrets.iter().flatten() {
-        let ok_var = var
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !ok_var {
-            problems.push(Problem::error(
-                format!("{}.{name}", at("secrets")),
-                format!("`{var}` is not an environment variable name"),
-                "write a name such as MATTERMOST_WEBHOOK_URL (letters, digits, _)",
-            ));
-        }
+    let mut secrets = crate::secrets::Secrets::default();
+    for (name, b) in raw.secrets.iter().flatten() {
         if name.trim().is_empty() {
             problems.push(Problem::error(
                 at("secrets"),
                 "a secret with an empty name",
                 "name every secret",
             ));
+        }
+        match crate::secrets::validate_binding(b) {
+            Ok(b) => {
+                secrets.bindings.insert(name.clone(), b);
+            }
+            Err(ps) => {
+                for (key, message, fix) in ps {
+                    problems.push(Problem::error(
+                        format!("{}.{name}.{key}", at("secrets")),
+                        message,
+                        fix,
+                    ));
+                }
+            }
         }
     }
     if !problems.is_empty() {
@@ -391,7 +384,8 @@ pub fn validate(raw: &RawPolicy, prefix: &str) -> Result<Policy, Vec<Problem>> {
         forbid_no_data_pass: raw.forbid_no_data_pass.unwrap_or(false),
         max_first_weight: raw.max_first_weight,
         allowed_hosts: raw.allowed_hosts.as_ref().map(|_| hosts),
-        secrets: raw.secrets.clone().unwrap_or_default(),
+        secrets,
+        require_separation_of_duties: raw.require_separation_of_duties.unwrap_or(false),
     })
 }
 
@@ -408,17 +402,32 @@ fn sorted(v: serde_json::Value) -> serde_json::Value {
     }
 }
 
-/// Load a policy file (what `muhurat validate --policy FILE` needs): every
-/// problem, placed at its line and column.
+/// A policy file may also be written as it appears in the server config,
+/// under a single `policy:` key (so the README's example loads as printed).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wrapped {
+    policy: RawPolicy,
+}
+
+/// Load a policy file (what `muhurat validate --policy FILE` and
+/// `muhurat server --policy FILE` need): every problem, placed at its line
+/// and column.
 pub fn load(file: &str, text: &str) -> Result<Policy, Vec<Diagnostic>> {
     // An empty file is the empty policy, like `policy: {}`.
-    let raw: RawPolicy = if text.trim().is_empty() {
-        RawPolicy::default()
+    let wrapped = text
+        .lines()
+        .any(|l| l.starts_with("policy:") || l.starts_with("policy :"));
+    let (raw, prefix): (RawPolicy, &str) = if text.trim().is_empty() {
+        (RawPolicy::default(), "")
+    } else if wrapped {
+        let w: Wrapped = yaml::from_str(file, text).map_err(|d| vec![*d])?;
+        (w.policy, "policy")
     } else {
-        yaml::from_str(file, text).map_err(|d| vec![*d])?
+        (yaml::from_str(file, text).map_err(|d| vec![*d])?, "")
     };
     let positions = Positions::index(text);
-    validate(&raw, "").map_err(|ps| ps.into_iter().map(|p| positions.place(file, p)).collect())
+    validate(&raw, prefix).map_err(|ps| ps.into_iter().map(|p| positions.place(file, p)).collect())
 }
 
 /// Every way `spec` falls below `policy`, in spec order. Empty: allowed.
@@ -545,6 +554,28 @@ pub fn check(spec: &Spec, policy: &Policy) -> Vec<Violation> {
             ),
         );
     }
+    if policy.require_separation_of_duties && !spec.approvals.separation_of_duties {
+        push(
+            "approvals.separation_of_duties",
+            "the server policy requires separation of duties: remove `separation_of_duties: false` (the initiator may not approve)".into(),
+        );
+    }
+    v.extend(check_reach(spec, policy));
+    v
+}
+
+/// Only the checks that guard the server's network reach — `allowed_hosts`
+/// and the secrets' bindings — for read-only endpoints that contact a
+/// spec's target or metrics store (`pools`, `check-target`,
+/// `check-metrics`). A violation here means no connection is made.
+pub fn check_reach(spec: &Spec, policy: &Policy) -> Vec<Violation> {
+    let mut v = Vec::new();
+    let mut push = |path: &str, message: String| {
+        v.push(Violation {
+            path: path.to_string(),
+            message,
+        })
+    };
     for (path, host, port) in hosts_of(spec, &mut push) {
         if !policy.host_allowed(&host, port) {
             push(
@@ -556,35 +587,28 @@ pub fn check(spec: &Spec, policy: &Policy) -> Vec<Violation> {
             );
         }
     }
-    if !policy.secrets.is_empty() {
-        for (path, name) in secrets_of(spec) {
-            if !policy.secrets.contains_key(&name) {
-                push(
-                    &path,
-                    format!(
-                        "secret `{name}` is not declared in the server policy (declared: {}); ask the operator to add it under policy.secrets",
-                        policy
-                            .secrets
-                            .keys()
-                            .cloned()
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ),
-                );
-            }
+    for (path, name, url) in secrets_of(spec) {
+        let r = match &url {
+            Some(u) => policy.secrets.check_destination(&name, u),
+            // A webhook's destination is its value: checked at delivery.
+            None => policy.secrets.binding(&name).map(|_| ()),
+        };
+        if let Err(e) = r {
+            push(&path, e.to_string());
         }
     }
     v
 }
 
-/// Only the checks that guard the server's network reach (`allowed_hosts`)
-/// — for read-only endpoints that contact a spec's target or metrics store
-/// (`pools`, `check-target`, `check-metrics`).
+/// Kept for callers that only name hosts; same as [`check_reach`].
 pub fn check_hosts(spec: &Spec, policy: &Policy) -> Vec<Violation> {
-    check(spec, policy)
-        .into_iter()
-        .filter(|v| v.message.contains("allowed_hosts"))
-        .collect()
+    check_reach(spec, policy)
+}
+
+/// Does the spec name any secret? (`pools`, `check-target` and
+/// `check-metrics` then need the deployer role.)
+pub fn names_secrets(spec: &Spec) -> bool {
+    !secrets_of(spec).is_empty()
 }
 
 /// Every network host the spec makes the server contact: (key path, host, port).
@@ -627,24 +651,34 @@ fn hosts_of(spec: &Spec, bad: &mut impl FnMut(&str, String)) -> Vec<(String, Str
     out
 }
 
-/// Every secret name the spec refers to: (key path, name).
-fn secrets_of(spec: &Spec) -> Vec<(String, String)> {
+/// Every secret the spec refers to: (key path, name, the URL it would be
+/// sent to — `None` for a webhook, whose value is the URL).
+fn secrets_of(spec: &Spec) -> Vec<(String, String, Option<String>)> {
     let mut out = Vec::new();
     if let Traffic::Consul {
         token_secret: Some(s),
+        address,
         ..
     } = &spec.traffic
     {
-        out.push(("traffic.consul.token_secret".into(), s.clone()));
+        out.push((
+            "traffic.consul.token_secret".into(),
+            s.clone(),
+            Some(address.clone()),
+        ));
     }
     if let Some(a) = &spec.analysis {
         match &a.auth {
-            Some(Auth::BearerSecret(s)) => {
-                out.push(("analysis.auth.bearer_secret".into(), s.clone()))
-            }
-            Some(Auth::BasicSecret(s)) => {
-                out.push(("analysis.auth.basic_secret".into(), s.clone()))
-            }
+            Some(Auth::BearerSecret(s)) => out.push((
+                "analysis.auth.bearer_secret".into(),
+                s.clone(),
+                Some(a.prometheus.clone()),
+            )),
+            Some(Auth::BasicSecret(s)) => out.push((
+                "analysis.auth.basic_secret".into(),
+                s.clone(),
+                Some(a.prometheus.clone()),
+            )),
             None => {}
         }
     }
@@ -652,6 +686,7 @@ fn secrets_of(spec: &Spec) -> Vec<(String, String)> {
         out.push((
             format!("notify[{i}].webhook_secret"),
             n.webhook_secret.clone(),
+            None,
         ));
     }
     out

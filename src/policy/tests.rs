@@ -55,8 +55,8 @@ forbid_no_data_pass: true
 max_first_weight: 10
 allowed_hosts: ["10.0.0.*:9999", "vm.internal:8428"]
 secrets:
-  vm-read: VM_READ_TOKEN
-  mattermost: MATTERMOST_URL
+  vm-read: {env: VM_READ_TOKEN, hosts: ["vm.internal:8428"], scheme: http}
+  mattermost: {env: MATTERMOST_URL, hosts: ["mattermost.internal:443"]}
 "#;
 
 fn spec(text: &str) -> Spec {
@@ -81,12 +81,65 @@ fn the_base_spec_satisfies_the_strict_policy() {
 }
 
 #[test]
-fn the_empty_policy_allows_everything() {
+fn the_empty_policy_allows_everything_but_secrets() {
     let p = load("p.yaml", "").unwrap();
     assert!(p.is_empty());
-    let loose = mutate("set_weight: 5", "set_weight: 50");
+    let loose = mutate("set_weight: 5", "set_weight: 50")
+        .replace("  auth: {bearer_secret: vm-read}\n", "")
+        .replace("notify:\n  - webhook_secret: mattermost\n", "");
     assert_eq!(check(&spec(&loose), &p), vec![]);
     assert_eq!(check(&spec(&loose), &Policy::default()), vec![]);
+    // Without a binding no secret is usable: both are named.
+    let v = check(&spec(BASE), &Policy::default());
+    let paths: Vec<&str> = v.iter().map(|v| v.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["analysis.auth.bearer_secret", "notify[0].webhook_secret"]
+    );
+    assert!(v[0].message.contains("`vm-read` is not bound"), "{}", v[0]);
+}
+
+#[test]
+fn a_secret_is_refused_for_a_host_it_is_not_bound_to() {
+    // allowed_hosts lets the host through; the binding does not.
+    let p = load(
+        "p",
+        "secrets:\n  vm-read: {env: V, hosts: [\"vm.internal:8428\"], scheme: http}\n  mattermost: {env: M, hosts: [\"m:443\"]}\n",
+    )
+    .unwrap();
+    let moved = BASE.replace("http://vm.internal:8428", "http://attacker.example:8428");
+    let v = check(&spec(&moved), &p);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].path, "analysis.auth.bearer_secret");
+    assert!(
+        v[0].message
+            .contains("`vm-read` may not be sent to http://attacker.example:8428"),
+        "{}",
+        v[0]
+    );
+    // The scheme is part of the binding.
+    let tls = BASE.replace("http://vm.internal:8428", "https://vm.internal:8428");
+    assert_eq!(check(&spec(&tls), &p).len(), 1);
+    assert!(names_secrets(&spec(BASE)));
+}
+
+#[test]
+fn require_separation_of_duties_cannot_be_switched_off_by_a_spec() {
+    let p = load("p", "require_separation_of_duties: true\nsecrets:\n  vm-read: {env: V, hosts: [\"vm.internal:8428\"], scheme: http}\n  mattermost: {env: M, hosts: [\"m:443\"]}\n").unwrap();
+    assert_eq!(check(&spec(BASE), &p), vec![]);
+    let off = format!("{BASE}approvals: {{separation_of_duties: false}}\n");
+    let v = check(&spec(&off), &p);
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert_eq!(v[0].path, "approvals.separation_of_duties");
+}
+
+#[test]
+fn a_policy_file_may_be_wrapped_in_policy_as_in_the_config() {
+    let p = load("p", "policy:\n  max_first_weight: 10\n").unwrap();
+    assert_eq!(p.max_first_weight, Some(10));
+    let d = load("p", "policy:\n  max_first_weight: 0\n").unwrap_err();
+    assert_eq!(d[0].path, "policy.max_first_weight");
+    assert_eq!(d[0].line, Some(2));
 }
 
 #[rstest]
@@ -161,7 +214,7 @@ fn the_empty_policy_allows_everything() {
     "allowed_hosts"
 )]
 #[case::metrics_host(
-    "http://vm.internal:8428",
+    "http://vm.internal:8428\n  auth: {bearer_secret: vm-read}",
     "http://evil.example:8428",
     "",
     "analysis.prometheus",
@@ -172,7 +225,7 @@ fn the_empty_policy_allows_everything() {
     "bearer_secret: vm-write",
     "",
     "analysis.auth.bearer_secret",
-    "secret `vm-write` is not declared"
+    "secret `vm-write` is not bound"
 )]
 #[case::webhook_secret(
     "webhook_secret: mattermost",
@@ -221,7 +274,11 @@ fn require_analysis_refuses_a_spec_without_checks() {
     let v = check(&spec(&no_analysis), &strict());
     assert_eq!(v.len(), 1, "{v:?}");
     assert_eq!(v[0].path, "analysis");
-    let approval_only = load("p", "require: approval").unwrap();
+    let approval_only = load(
+        "p",
+        "require: approval\nsecrets: {mattermost: {env: M, hosts: [\"m:443\"]}}",
+    )
+    .unwrap();
     assert_eq!(check(&spec(&no_analysis), &approval_only), vec![]);
 }
 
@@ -245,7 +302,7 @@ fn every_violation_is_listed_at_once() {
 
 #[test]
 fn loading_reports_every_problem_with_its_line() {
-    let text = "min_guard: 30 minutes\nmax_first_weight: 0\nallowed_hosts: [\"http://vm:8428\", \"ok.internal\"]\nsecrets: {vm: \"not a var\"}\n";
+    let text = "min_guard: 30 minutes\nmax_first_weight: 0\nallowed_hosts: [\"http://vm:8428\", \"ok.internal\"]\nsecrets: {vm: {env: \"not a var\", hosts: [\"vm:1\"]}}\n";
     let d = load("policy.yaml", text).unwrap_err();
     let got: Vec<(Option<usize>, &str)> = d.iter().map(|d| (d.line, d.path.as_str())).collect();
     assert_eq!(
@@ -254,7 +311,7 @@ fn loading_reports_every_problem_with_its_line() {
             (Some(1), "min_guard"),
             (Some(2), "max_first_weight"),
             (Some(3), "allowed_hosts[0]"),
-            (Some(4), "secrets.vm"),
+            (Some(4), "secrets.vm.env"),
         ]
     );
     assert!(d[2].message.contains("looks like a URL"), "{}", d[2]);

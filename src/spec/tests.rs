@@ -356,7 +356,10 @@ fn error_is_placed(
 
 #[rstest]
 #[case::consul_address_not_url(("address: http://127.0.0.1:8500/", "address: 127.0.0.1:8500"), "traffic.consul.address", 21, "not an http(s) URL")]
-#[case::consul_key_with_space(("key: /muhurat/shop/weights", "key: muhurat shop"), "traffic.consul.kv.key", 22, "not a KV key")]
+#[case::consul_key_with_space(("key: muhurat/shop/weights", "key: muhurat shop"), "traffic.consul.kv.key", 22, "not a KV key")]
+#[case::consul_key_traversal(("key: muhurat/shop/weights", "key: \"../../../secret.txt\""), "traffic.consul.kv.key", 22, "not a plain KV key")]
+#[case::consul_key_leading_slash(("key: muhurat/shop/weights", "key: /muhurat/shop/weights"), "traffic.consul.kv.key", 22, "no leading `/`")]
+#[case::consul_key_query(("key: muhurat/shop/weights", "key: \"k?recurse=true\""), "traffic.consul.kv.key", 22, "not a plain KV key")]
 #[case::consul_empty_token_secret(("    kv:", "    token_secret: \"\"\n    kv:"), "traffic.consul.token_secret", 22, "empty secret name")]
 #[case::consul_one_pool(("{blue: [b1, b2], green: [g1, g2]}", "{blue: [b1, b2, g1, g2]}"), "traffic.consul.pools", 23, "1 pools given")]
 #[case::consul_verify_endpoint((r#"["unix:/run/haproxy/admin.sock"]"#, r#"["sock"]"#), "traffic.consul.verify.haproxy_endpoints[0]", 24, "neither unix")]
@@ -379,7 +382,7 @@ fn consul_error_is_placed(
 /// Replaces the haproxy block of `BASE` (lines 20-23); address on line 21.
 const CONSUL: &str = r#"  consul:
     address: http://127.0.0.1:8500/
-    kv: {key: /muhurat/shop/weights}
+    kv: {key: muhurat/shop/weights}
     pools: {blue: [b1, b2], green: [g1, g2]}
     verify: {haproxy_endpoints: ["unix:/run/haproxy/admin.sock"], backend: shop}
 "#;
@@ -400,7 +403,7 @@ fn consul_spec_loads_with_its_target() {
             ..
         } => {
             assert_eq!(address, "http://127.0.0.1:8500/");
-            assert_eq!(key, "/muhurat/shop/weights");
+            assert_eq!(key, "muhurat/shop/weights");
             assert_eq!(token_secret, &None);
             assert_eq!(verify.as_ref().unwrap().backend, "shop");
         }

@@ -11,6 +11,12 @@ use crate::diag::Problem;
 use crate::duration;
 use crate::windows::{Cron, CronWindow, DenyRule};
 
+/// Most windows that all recurring `allow` and `deny` rules together may
+/// start in one day (one a minute).
+pub const MAX_CRON_STARTS_PER_DAY: u64 = 1440;
+/// Most `allow` rules, and most `deny` rules, in one spec.
+pub const MAX_WINDOW_RULES: usize = 100;
+
 /// Variables a check query may use (DESIGN §3 *Checks*).
 pub const TEMPLATE_VARS: [&str; 6] = [
     "rollout",
@@ -79,6 +85,15 @@ impl V {
 
     fn instant(&mut self, path: &str, text: &str) -> Option<DateTime<Utc>> {
         match DateTime::parse_from_rfc3339(text.trim()) {
+            // Arithmetic with guards and durations must never overflow.
+            Ok(t) if !(1970..=2200).contains(&chrono::Datelike::year(&t)) => {
+                self.err(
+                    path,
+                    format!("`{text}` is outside the years 1970-2200"),
+                    "write a time near the rollout, e.g. 2026-11-10T00:00:00+05:30",
+                );
+                None
+            }
             Ok(t) => Some(t.with_timezone(&Utc)),
             Err(_) => {
                 self.err(
@@ -480,6 +495,41 @@ pub fn validate(
         }
     }
 
+    // Expansion cost: every recurring rule is expanded into windows for
+    // the whole range a plan or `windows --days` asks for. One start a
+    // minute across all rules is generous for nights and weekends and keeps
+    // a year of windows in a few MB; 1,000 rules of `*/1 * * * *` would be
+    // 525 million windows.
+    let starts: u64 = allow
+        .iter()
+        .map(|w| u64::from(w.cron.starts_per_day()))
+        .chain(deny.iter().filter_map(|d| match d {
+            DenyRule::Recurring(w) => Some(u64::from(w.cron.starts_per_day())),
+            DenyRule::Fixed { .. } => None,
+        }))
+        .sum();
+    if starts > MAX_CRON_STARTS_PER_DAY {
+        v.err(
+            "windows",
+            format!(
+                "the allow and deny rules start up to {starts} windows a day, above the limit of {MAX_CRON_STARTS_PER_DAY}"
+            ),
+            "use fewer rules and longer windows: one rule such as {cron: \"0 0 * * 1-5\", duration: 7h} per night",
+        );
+    }
+    for (key, n) in [
+        ("windows.allow", w.allow.len()),
+        ("windows.deny", w.deny.len()),
+    ] {
+        if n > MAX_WINDOW_RULES {
+            v.err(
+                key,
+                format!("{n} rules, above the limit of {MAX_WINDOW_RULES}"),
+                "merge rules; a few nights and freezes are what windows are for",
+            );
+        }
+    }
+
     // Traffic.
     let t = &raw.traffic;
     let traffic = match (&t.haproxy, &t.consul) {
@@ -505,7 +555,22 @@ pub fn validate(
             if let Some(s) = &c.token_secret {
                 v.secret("traffic.consul.token_secret", s);
             }
-            if c.kv.key.trim().is_empty() || c.kv.key.contains(char::is_whitespace) {
+            // The key becomes a URL path under /v1/kv/: `..`, a leading `/`,
+            // `?`, `#`, `%` or `\` could walk the server to another path of
+            // the agent (or a proxy in front of it) and echo what is there.
+            let k = &c.kv.key;
+            let traverses = k.starts_with('/')
+                || k.split('/')
+                    .any(|seg| seg == ".." || seg == "." || seg.is_empty())
+                || k.contains(['?', '#', '%', '\\'])
+                || k.chars().any(char::is_control);
+            if traverses {
+                v.err(
+                    "traffic.consul.kv.key",
+                    format!("`{k}` is not a plain KV key (no leading `/`, no `.`/`..` or empty segments, no ? # % \\)"),
+                    "write a key such as muhurat/kite-api/weights",
+                );
+            } else if c.kv.key.trim().is_empty() || c.kv.key.contains(char::is_whitespace) {
                 v.err(
                     "traffic.consul.kv.key",
                     format!("`{}` is not a KV key", c.kv.key),

@@ -521,6 +521,29 @@ impl Store {
         row.as_ref().map(rollout_from).transpose()
     }
 
+    /// How many rollouts are in each state (one aggregate query; no rows
+    /// are loaded).
+    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM rollouts GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
+            .collect()
+    }
+
+    /// Every active rollout of spec `name` (one per target; a name used on
+    /// two targets has two).
+    pub async fn active_all_by_name(&self, name: &str) -> Result<Vec<RolloutRecord>> {
+        let rows = sqlx::query(&self.q(&format!(
+            "SELECT {ROLLOUT_COLS} FROM rollouts WHERE name = $1 AND active = 1 ORDER BY id"
+        )))
+        .bind(name)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(rollout_from).collect()
+    }
+
     /// The newest rollout of `target`, active or not.
     pub async fn latest_on_target(&self, target: &str) -> Result<Option<RolloutRecord>> {
         let row = sqlx::query(&self.q(&format!("SELECT {ROLLOUT_COLS} FROM rollouts WHERE target = $1 ORDER BY created_at DESC, id DESC LIMIT 1")))
@@ -836,6 +859,17 @@ impl Store {
             .fetch_all(&self.pool)
             .await?;
         rows.iter().map(token_from).collect()
+    }
+
+    /// Is a token of this name live (exists and not revoked)?
+    pub async fn token_live(&self, name: &str) -> Result<bool> {
+        let row = sqlx::query(
+            &self.q("SELECT COUNT(*) AS n FROM tokens WHERE name = $1 AND revoked_at IS NULL"),
+        )
+        .bind(name)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get::<i64, _>("n")? > 0)
     }
 
     /// Revoke a token; false when no live token has that name.

@@ -891,7 +891,7 @@ impl ConsulFactory {
         let token = match token_secret {
             Some(name) => Some(
                 self.secrets
-                    .resolve(name)
+                    .value_for(name, address)
                     .map_err(|e| TrafficError::Other(format!("{}: {e}", traffic.target_id())))?,
             ),
             None => None,

@@ -219,6 +219,12 @@ impl Cron {
         })
     }
 
+    /// How many windows start on a day that matches (minutes × hours):
+    /// what a rule costs to expand, per day.
+    pub fn starts_per_day(&self) -> u32 {
+        self.minutes.count_ones() * self.hours.count_ones()
+    }
+
     /// Does a window start on `date` (at some minute)?
     pub fn matches_date(&self, date: NaiveDate) -> bool {
         if self.months & (1 << date.month()) == 0 {

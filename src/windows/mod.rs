@@ -106,10 +106,27 @@ pub fn allowed(rules: &Rules, range: Interval) -> Vec<Interval> {
     if rules.allow.is_empty() {
         return vec![range];
     }
-    let v = cron_windows(rules.allow, rules.timezone, range)
-        .into_iter()
-        .map(|(iv, _)| iv)
-        .collect();
+    // Overlapping windows of one rule are merged as they are generated, so
+    // a rule like `*/1 * * * *` for 1h keeps one interval per run instead
+    // of one per minute.
+    let mut v = Vec::new();
+    for w in rules.allow {
+        let mut run: Option<Interval> = None;
+        for s in w
+            .cron
+            .starts_between(rules.timezone, range.start - w.duration, range.end)
+        {
+            let iv = Interval::new(s, s + w.duration);
+            if !iv.overlaps(&range) {
+                continue;
+            }
+            match &mut run {
+                Some(r) if iv.start <= r.end => r.end = r.end.max(iv.end),
+                _ => v.extend(run.replace(iv)),
+            }
+        }
+        v.extend(run);
+    }
     intersect(&normalize(v), &[range])
 }
 
