@@ -1,6 +1,6 @@
 //! muhurat — a phased deployment controller that moves HAProxy traffic from
 //! the live pool to a new version only inside permitted windows computed from
-//! an exchange calendar. See DESIGN.md for the contracts; this crate is one
+//! an exchange calendar. See docs/design.md for the design; this crate is one
 //! library (pure core + edges) and one binary.
 
 pub mod api;

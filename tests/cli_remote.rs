@@ -1,6 +1,6 @@
 //! The remote CLI verbs against a real `muhurat server` process (temp SQLite,
 //! a test calendar) driving a real HAProxy through its Runtime API: the exit
-//! codes and outputs of DESIGN §6 as a CI job or a person sees them. Also:
+//! codes and outputs of docs/design.md §6 as a CI job or a person sees them. Also:
 //! every `muhurat` command line in the GitLab CI template parses.
 //!
 //! Time: the server runs on the wall clock, so the test calendar makes every

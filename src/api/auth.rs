@@ -82,7 +82,7 @@ impl FromStr for Role {
     }
 }
 
-/// What a request wants to do (DESIGN §7 *Roles*).
+/// What a request wants to do (docs/design.md §7 *Roles*).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
     /// Any GET, and the read-only checks (`pools`, `check-target`,

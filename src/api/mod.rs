@@ -1,4 +1,4 @@
-//! HTTP: the REST API of DESIGN §7 under `/api/v1`, server-sent events, and
+//! HTTP: the REST API of docs/design.md §7 under `/api/v1`, server-sent events, and
 //! health, readiness and Prometheus metrics.
 //!
 //! The decision a newcomer must know: handlers never change a rollout
@@ -40,7 +40,7 @@ pub use errors::{ApiError, BODY_LIMIT};
 #[derive(Clone)]
 pub struct AppState {
     pub controller: Arc<Controller>,
-    /// The floor under every spec (DESIGN §3 *Policy*).
+    /// The floor under every spec (docs/design.md §3 *Policy*).
     pub policy: Arc<Policy>,
     /// The dashboard's public URL, for links in answers.
     pub public_url: Option<String>,

@@ -56,7 +56,7 @@ async fn orientation(st: &AppState, spec: &Spec) -> Result<Orientation, ApiError
         .map_err(|e| ApiError::new(StatusCode::CONFLICT, e.code(), e.to_string()))
 }
 
-/// The `pools -o json` document (DESIGN §6).
+/// The `pools -o json` document (docs/design.md §6).
 async fn pools_view(st: &AppState, spec: &Spec) -> Result<Value, ApiError> {
     let target = spec.traffic.target_id();
     let active = st.controller.store().active_on_target(&target).await?;

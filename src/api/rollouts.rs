@@ -2,7 +2,7 @@
 //! log, and the commands pause, resume, abort and approve.
 //!
 //! `{id}` is a rollout id or a spec name meaning that spec's active rollout
-//! (DESIGN §6 `ROLLOUT`).
+//! (docs/design.md §6 `ROLLOUT`).
 
 use std::collections::BTreeMap;
 
@@ -142,7 +142,7 @@ fn engine_state(rec: &RolloutRecord) -> Result<Rollout, ApiError> {
     })
 }
 
-/// The fields of `status -o json` (DESIGN §6), plus identity and times.
+/// The fields of `status -o json` (docs/design.md §6), plus identity and times.
 fn summary(rec: &RolloutRecord, r: &Rollout, steps: Option<usize>) -> Value {
     json!({
         "id": rec.id,
@@ -181,7 +181,7 @@ fn step_json(index: usize, s: &Step) -> Value {
 }
 
 /// The projected plan of the steps not yet done, from `now`, under the
-/// plan's kind assumptions (DESIGN §6 `plan`). The current step is
+/// plan's kind assumptions (docs/design.md §6 `plan`). The current step is
 /// projected as if it started now, so a bake in progress shows its full
 /// length: an upper bound for that step, the earliest for the rest.
 fn projected(

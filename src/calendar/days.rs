@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use super::{Calendar, Closed, Hours, Provenance, Rule};
 
-/// A session's local hours and the rule of DESIGN §5 that gave them.
+/// A session's local hours and the rule of docs/design.md §5 that gave them.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DaySession {
     pub open: String,

@@ -1,6 +1,6 @@
 //! Exchange calendars: which sessions each segment has on each date.
 //!
-//! A calendar is a versioned data file (DESIGN §5). For a date D and a segment
+//! A calendar is a versioned data file (docs/design.md §5). For a date D and a segment
 //! S the first rule that applies wins: a special session on D listing S; a
 //! holiday on D giving sessions for S; a holiday on D closing S; D's weekday
 //! in S's days (with the season covering D); otherwise nothing. Coverage is
@@ -152,7 +152,7 @@ pub struct Calendar {
     pub provisional_note: Option<String>,
 }
 
-/// Which rule of DESIGN §5 decided a date's sessions.
+/// Which rule of docs/design.md §5 decided a date's sessions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Rule<'a> {
     Special(&'a SpecialSession),

@@ -1,4 +1,4 @@
-//! Table tests for the calendar: the five resolution rules of DESIGN §5 on a
+//! Table tests for the calendar: the five resolution rules of docs/design.md §5 on a
 //! small inline calendar, instants (24:00, coverage, daylight saving), and
 //! one validation test per kind of error, each pinned to its line and key path.
 

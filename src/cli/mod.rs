@@ -1,4 +1,4 @@
-//! The command line (DESIGN §6): one module per subcommand.
+//! The command line (docs/design.md §6): one module per subcommand.
 //!
 //! Commands return an exit code rather than calling `exit` themselves, so
 //! tests can run them in-process. Exit codes are a contract: 0 success,

@@ -1,4 +1,4 @@
-//! The HTTP client behind every remote verb (DESIGN §6, §7): one place that
+//! The HTTP client behind every remote verb (docs/design.md §6, §7): one place that
 //! knows the server's URL and token, turns HTTP outcomes into the contract's
 //! exit codes, and words errors so a person knows what to do next.
 //!
@@ -50,7 +50,7 @@ pub enum RemoteError {
 }
 
 impl RemoteError {
-    /// The exit code of DESIGN §6 for this failure.
+    /// The exit code of docs/design.md §6 for this failure.
     pub fn exit_code(&self) -> i32 {
         match self {
             RemoteError::Unreachable(_) | RemoteError::Protocol(_) => EXIT_INTERNAL,
@@ -332,7 +332,7 @@ fn as_string(v: Option<&Value>) -> Option<String> {
     })
 }
 
-/// What `status -o json` prints for one rollout (DESIGN §6), read from the
+/// What `status -o json` prints for one rollout (docs/design.md §6), read from the
 /// server's rollout document.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct StatusRow {

@@ -29,7 +29,7 @@ pub struct FileConfig {
     pub log_format: Option<String>,
     /// Server-wide notifications (coverage, clock skew, store errors).
     pub notify: Option<Vec<ServerNotify>>,
-    /// The floor under every spec (DESIGN §3 *Policy*).
+    /// The floor under every spec (docs/design.md §3 *Policy*).
     pub policy: Option<crate::policy::RawPolicy>,
 }
 

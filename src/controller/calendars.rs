@@ -1,4 +1,4 @@
-//! The calendars in force: server state, not snapshots (DESIGN §3).
+//! The calendars in force: server state, not snapshots (docs/design.md §3).
 //!
 //! Loaded from the `--calendars` folder at start and again on SIGHUP or
 //! `POST /api/v1/calendars/reload`. A file that is invalid, or whose version

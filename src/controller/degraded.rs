@@ -1,5 +1,5 @@
 //! Store outages: what the controller does while the database does not
-//! answer, and how it catches up (DESIGN §8).
+//! answer, and how it catches up (docs/design.md §8).
 //!
 //! No raise is made (the engine runs as if frozen). Due checks still run on
 //! the last known state and pools (kept in memory from the last pass), and

@@ -1,7 +1,7 @@
 //! The local journal: decisions taken while the store is unreachable.
 //!
 //! With the database down the controller makes no raise, but a check that
-//! reaches `failure_limit` must still roll back (DESIGN §8). Each input it
+//! reaches `failure_limit` must still roll back (docs/design.md §8). Each input it
 //! acts on is first appended here (and fsynced) — persist before acting —
 //! and replayed through the store, in order, when the store answers again.
 

@@ -66,10 +66,10 @@ pub trait MetricsFactory: Send + Sync {
 
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// How often every target's weights are read back (DESIGN: 10 s).
+    /// How often every target's weights are read back (docs/design.md: 10 s).
     pub drift_interval: TimeDelta,
     /// Above this measured skew (or kernel maximum error) no raise is made
-    /// (DESIGN: 5 s).
+    /// (docs/design.md: 5 s).
     pub max_clock_skew: TimeDelta,
     /// Recorded with every decision.
     pub policy_version: String,

@@ -255,7 +255,7 @@ impl Controller {
         last.is_none_or(|l| at > l).then_some(at)
     }
 
-    /// Calendar coverage running out (DESIGN §3: under 45 days) and an
+    /// Calendar coverage running out (docs/design.md §3: under 45 days) and an
     /// untrusted clock: logged at most once a day each. The clock warning is
     /// notified on the server's webhooks at most once a day; the coverage
     /// warning once per calendar version (not every pass, nor every day for

@@ -1,5 +1,5 @@
 //! Starting a rollout: validate, record the pools, create it in `pending`,
-//! then run preflight (DESIGN §3 *Rollout*).
+//! then run preflight (docs/design.md §3 *Rollout*).
 //!
 //! The orientation of a target's first rollout is decided by the one
 //! function that decides it everywhere ([`crate::engine::target::orientation`]),
@@ -47,7 +47,7 @@ pub enum StartError {
 }
 
 impl Controller {
-    /// Validate, create in `pending` and run preflight (DESIGN §3 *Rollout*).
+    /// Validate, create in `pending` and run preflight (docs/design.md §3 *Rollout*).
     pub async fn start(self: &Arc<Self>, req: StartRequest) -> Result<StartOutcome, StartError> {
         let now = self.now();
         let calendars = self.calendars.clone();

@@ -190,7 +190,7 @@ impl Controller {
     }
 
     /// The idle pool of a target with no active rollout stays at 0
-    /// (DESIGN §3 *Drift*), decided by [`decide::hold_idle`].
+    /// (docs/design.md §3 *Drift*), decided by [`decide::hold_idle`].
     pub(super) async fn hold_idle(self: &Arc<Self>, p: &PoolRecord, now: DateTime<Utc>) {
         // The target's spec: the one its latest rollout ran.
         let known = self.lock_live().target_spec.get(&p.target).cloned();

@@ -1,4 +1,4 @@
-//! The rollout state machine (DESIGN §3, §6 states): a pure function
+//! The rollout state machine (docs/design.md §3, §6 states): a pure function
 //! `step(rollout, input, now, ctx) → Transition | Refusal`.
 //!
 //! The one decision a newcomer must know: **the engine never does anything**.
@@ -67,11 +67,11 @@ pub const APPLY_RETRY: TimeDelta = TimeDelta::seconds(10);
 pub const RAISE_BLOCKED_RETRY: TimeDelta = TimeDelta::seconds(5);
 
 /// From this canary share up, an automatic rollback during a session first
-/// checks the live pool has UP servers (DESIGN §3): moving half or more of
+/// checks the live pool has UP servers (docs/design.md §3): moving half or more of
 /// the traffic onto a pool that cannot take it is worse than a bad canary.
 pub const LIVE_CHECK_FROM_SHARE: u32 = 50;
 
-/// The twelve states of DESIGN §6.
+/// The twelve states of docs/design.md §6.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum State {
@@ -550,7 +550,7 @@ impl Refusal {
         }
     }
 
-    /// The HTTP status the API answers with (DESIGN §7).
+    /// The HTTP status the API answers with (docs/design.md §7).
     pub fn http_status(&self) -> u16 {
         match self.code {
             "separation_of_duties" => 403,

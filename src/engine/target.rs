@@ -122,7 +122,7 @@ pub struct Adopt {
     pub why: String,
 }
 
-/// `adopt --live POOL` (DESIGN §3 *Pools*): allowed at any time only as a
+/// `adopt --live POOL` (docs/design.md §3 *Pools*): allowed at any time only as a
 /// decrease of the other pool towards the pool that carries the most — the
 /// named pool must carry more than half of the traffic on every endpoint,
 /// and every endpoint must have answered. Making live a pool that carries
@@ -211,7 +211,7 @@ pub enum Hold {
     Alert { why: String },
 }
 
-/// The idle-pool hold (DESIGN §3 *Drift*): `idle_shares` as read with the
+/// The idle-pool hold (docs/design.md §3 *Drift*): `idle_shares` as read with the
 /// idle pool as canary.
 pub fn hold_idle(target: &str, idle: &str, idle_shares: &BTreeMap<String, f64>) -> Option<Hold> {
     let above: Vec<(&String, &f64)> = idle_shares

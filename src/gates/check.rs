@@ -1,7 +1,7 @@
 //! One check, evaluated once: render the query, ask the source, decide.
 //!
 //! The decision ([`verdict`]) is a pure function of the numbers so that every
-//! rule of DESIGN §3 is table-tested without a server; [`evaluate`] is the
+//! rule of docs/design.md §3 is table-tested without a server; [`evaluate`] is the
 //! thin async shell around it. The one decision a newcomer must know: *no
 //! data is never a pass by accident*. An empty result, NaN, too little
 //! traffic or an unusable baseline all end in `inconclusive` (or the check's
@@ -193,7 +193,7 @@ fn fmt_vs(value: f64, limit: f64) -> (String, String) {
     }
 }
 
-/// Decide one evaluation from the numbers, exactly as DESIGN §3 says.
+/// Decide one evaluation from the numbers, exactly as docs/design.md §3 says.
 ///
 /// `traffic` is the `min_traffic` query's answer and `baseline` the
 /// baseline query's; pass `None` when the check has no such query. Order:

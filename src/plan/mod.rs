@@ -1,4 +1,4 @@
-//! The projected timeline of a spec (DESIGN §6 `plan`).
+//! The projected timeline of a spec (docs/design.md §6 `plan`).
 //!
 //! The plan runs the step rules on a virtual clock under the kindest
 //! assumptions — every check passes at every evaluation, approvals and

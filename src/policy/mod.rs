@@ -1,4 +1,4 @@
-//! The server's policy: a floor under every spec (DESIGN §3 *Policy*).
+//! The server's policy: a floor under every spec (docs/design.md §3 *Policy*).
 //!
 //! A spec that validates on its own may still be refused by the server that
 //! runs it: a team may not skip analysis, raise straight to 50%, shrink the

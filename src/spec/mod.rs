@@ -2,7 +2,7 @@
 //!
 //! Loading is two stages, as in Vector's config: serde checks the shape
 //! (unknown keys, types) and stops at the first structural error; then a pure
-//! [`validate`] checks every semantic rule of DESIGN §4 and returns *all*
+//! [`validate`] checks every semantic rule of docs/design.md §4 and returns *all*
 //! problems, each placed at its line and key path. A spec, once validated, is
 //! immutable; its hash is the SHA-256 of its canonical JSON.
 

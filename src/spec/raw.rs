@@ -1,4 +1,4 @@
-//! Raw spec types: exactly the YAML of DESIGN §4, nothing checked yet but
+//! Raw spec types: exactly the YAML of docs/design.md §4, nothing checked yet but
 //! shape. Unknown keys are errors (`deny_unknown_fields`, never `flatten`).
 
 use serde::Deserialize;

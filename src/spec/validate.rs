@@ -1,4 +1,4 @@
-//! The semantic rules of DESIGN §4, checked all at once.
+//! The semantic rules of docs/design.md §4, checked all at once.
 
 use std::collections::BTreeSet;
 
@@ -17,7 +17,7 @@ pub const MAX_CRON_STARTS_PER_DAY: u64 = 1440;
 /// Most `allow` rules, and most `deny` rules, in one spec.
 pub const MAX_WINDOW_RULES: usize = 100;
 
-/// Variables a check query may use (DESIGN §3 *Checks*).
+/// Variables a check query may use (docs/design.md §3 *Checks*).
 pub const TEMPLATE_VARS: [&str; 6] = [
     "rollout",
     "revision",

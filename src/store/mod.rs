@@ -327,7 +327,7 @@ impl Store {
                 AnyPoolOptions::new()
                     .max_connections(8)
                     // A database that is down must fail a pass quickly, so
-                    // the controller can act on what it knows (DESIGN §8).
+                    // the controller can act on what it knows (docs/design.md §8).
                     .acquire_timeout(std::time::Duration::from_secs(3))
                     .connect_with(opts)
                     .await?

@@ -16,7 +16,7 @@
 //! not the remembered one — or a CAS write that Consul refuses — means
 //! someone else wrote it: that is a [`TrafficError::Conflict`], and only a
 //! *decrease* of the canary share is ever written over someone else's
-//! document (DESIGN §3, "Consul KV targets").
+//! document (docs/design.md §3, "Consul KV targets").
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Permitted windows: `permitted = allowed − blocked − denied` (DESIGN §3).
+//! Permitted windows: `permitted = allowed − blocked − denied` (docs/design.md §3).
 //!
 //! - allowed: the union of the spec's `allow` windows, or all time if none;
 //! - blocked: every session of the spec's segments and every calendar
