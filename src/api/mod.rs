@@ -15,10 +15,12 @@
 
 pub mod admin;
 pub mod auth;
+pub mod dashboard;
 pub mod errors;
 pub mod events;
 pub mod pools;
 pub mod rollouts;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -46,6 +48,8 @@ pub struct AppState {
     /// once; they also poll the store every second for the controller's own
     /// transitions, so a missed bump only delays, never loses, an event.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
+    /// The dashboard's signed-in browsers ([`session`]).
+    pub sessions: Arc<session::Sessions>,
 }
 
 impl AppState {
@@ -56,6 +60,7 @@ impl AppState {
             policy: Arc::new(Policy::default()),
             public_url: None,
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
+            sessions: Arc::new(session::Sessions::default()),
         }
     }
 
@@ -132,6 +137,9 @@ fn routes() -> Routes {
         .add("get", "/api/v1/freeze", get(show_freeze))
         .add("post", "/api/v1/freeze", post(set_freeze))
         .add("post", "/api/v1/calendars/reload", post(reload_calendars))
+        .add("get", "/api/v1/session", get(session::show))
+        .add("post", "/api/v1/session", post(session::sign_in))
+        .add("delete", "/api/v1/session", delete(session::sign_out))
 }
 
 /// Every (method, path) the router serves, lower-case methods, axum path
@@ -143,6 +151,8 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
 pub fn router(state: AppState) -> Router {
     routes()
         .router
+        // The dashboard's pages and assets (HTML, not in openapi.yaml).
+        .merge(dashboard::router())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see openapi.yaml for the API")
         })
@@ -154,6 +164,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::map_response(dashboard::security_headers))
         .with_state(state)
 }
 

@@ -83,6 +83,96 @@ fn summary(rec: &RolloutRecord, r: &Rollout, steps: Option<usize>) -> Value {
     })
 }
 
+/// What the dashboard's rollouts page needs beyond `status -o json`: the
+/// observed shares, the write in flight (its raise deadline), why it is
+/// paused, each check's latest verdict, the next step, and who has already
+/// approved the step it waits at. All read from the stored state and the
+/// cached spec: no extra query per rollout.
+fn dashboard_fields(v: &mut Value, r: &Rollout, spec: Option<&Spec>) {
+    v["observed"] = json!(r.observed);
+    v["write"] = match &r.write {
+        Some(w) => json!({
+            "purpose": w.purpose,
+            "share": w.share,
+            "decided_at": ts(w.decided_at),
+            "deadline": w.deadline.map(ts),
+            "failures": w.failures,
+            "last_error": w.last_error,
+        }),
+        None => Value::Null,
+    };
+    v["paused_cause"] = json!(r.paused.as_ref().map(|p| p.cause));
+    v["confirmed_at"] = json!(r.t0.map(ts));
+    v["health"] = json!(
+        r.checks
+            .iter()
+            .map(|(name, c)| json!({
+                "name": name,
+                "last": c.last_counted,
+                "failure_streak": c.failure_streak,
+                "inconclusive_streak": c.inconclusive_streak,
+                "passes": c.passes,
+            }))
+            .collect::<Vec<_>>()
+    );
+    v["approved_by"] = json!(
+        r.approvals
+            .iter()
+            .filter(|a| !a.void && a.step == r.step && a.spec_hash == r.spec_hash)
+            .map(|a| a.principal.as_str())
+            .collect::<Vec<_>>()
+    );
+    v["next_step"] = Value::Null;
+    v["separation_of_duties"] = Value::Null;
+    v["timezone"] = Value::Null;
+    if let Some(spec) = spec {
+        v["next_step"] = json!(spec.steps.get(r.step).map(|s| step_json(r.step, s)));
+        v["separation_of_duties"] = json!(spec.approvals.separation_of_duties);
+        v["timezone"] = json!(spec.windows.timezone.name());
+    }
+}
+
+/// When the rollout's latest raise expired (`raise_expired` event), if it
+/// ever did: the dashboard lists it under "needs attention" until a weight
+/// is confirmed again. One indexed query, made for active rollouts only.
+async fn raise_expired_at(st: &AppState, id: &str) -> Result<Option<i64>, ApiError> {
+    use sqlx::Row;
+    let store = st.controller.store();
+    let sql = match store.backend() {
+        crate::store::Backend::Postgres => {
+            "SELECT MAX(at) AS at FROM events WHERE rollout_id = $1 AND kind = 'raise_expired'"
+        }
+        crate::store::Backend::Sqlite => {
+            "SELECT MAX(at) AS at FROM events WHERE rollout_id = ? AND kind = 'raise_expired'"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .map_err(ApiError::internal)?;
+    row.try_get::<Option<i64>, _>("at")
+        .map_err(ApiError::internal)
+}
+
+/// How many recent evaluations of each check the rollout endpoint returns
+/// (the dashboard charts them). The store keeps every evaluation.
+const HISTORY: usize = 60;
+
+fn check_threshold(c: &crate::spec::Check) -> Value {
+    json!({
+        "min": c.min,
+        "max": c.max,
+        "failure_limit": c.failure_limit,
+        "baseline": c.baseline.as_ref().map(|b| json!({"min_ratio": b.min_ratio, "max_ratio": b.max_ratio})),
+        "min_traffic": c.min_traffic.as_ref().map(|m| m.min),
+    })
+}
+
+fn ms_ts(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms).map(ts)
+}
+
 fn step_json(index: usize, s: &Step) -> Value {
     match s {
         Step::SetWeight(w) => json!({"index": index, "type": "set_weight", "weight": w}),
@@ -166,6 +256,11 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
         }
     };
     let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+    dashboard_fields(&mut v, &r, spec.as_deref());
+    v["raise_expired_at"] = match raise_expired_at(st, &rec.id).await? {
+        Some(ms) => json!(ms_ts(ms)),
+        None => Value::Null,
+    };
     v["weights"] = json!({
         "desired": r.desired,
         "confirmed": r.confirmed,
@@ -176,17 +271,37 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
         None => Value::Null,
     };
     v["override_checks"] = json!(r.override_checks);
-    // Latest stored result per check, newest first from the store.
+    // Latest stored result per check, and a short history for the
+    // dashboard's chart (oldest first), from the newest results.
     let results = c
         .store()
-        .check_results(&rec.id, (r.checks.len().max(1) * 10) as i64)
+        .check_results(&rec.id, (r.checks.len().max(1) * HISTORY) as i64)
         .await?;
     let mut latest: BTreeMap<&str, Value> = BTreeMap::new();
+    let mut history: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for res in &results {
         latest.entry(res.check_name.as_str()).or_insert_with(|| {
             json!({"at": ts(res.at), "query": res.query, "value": res.value, "verdict": res.verdict, "reason": res.reason, "in_session": res.in_session})
         });
+        let h = history.entry(res.check_name.as_str()).or_default();
+        if h.len() < HISTORY {
+            h.push(json!({"at": ts(res.at), "value": res.value, "verdict": res.verdict}));
+        }
     }
+    for h in history.values_mut() {
+        h.reverse();
+    }
+    // Each check's thresholds, so the dashboard can say "0.4% ≤ 1%".
+    let thresholds: BTreeMap<&str, Value> = spec
+        .as_ref()
+        .and_then(|s| s.analysis.as_ref())
+        .map(|a| {
+            a.checks
+                .iter()
+                .map(|ch| (ch.name.as_str(), check_threshold(ch)))
+                .collect()
+        })
+        .unwrap_or_default();
     let min_passes = spec
         .as_ref()
         .and_then(|s| s.analysis.as_ref())
@@ -203,6 +318,8 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
                 "last_counted": s.last_counted,
                 "last_at": s.last_at.map(ts),
                 "latest": latest.get(name.as_str()).cloned(),
+                "history": history.get(name.as_str()).cloned().unwrap_or_default(),
+                "threshold": thresholds.get(name.as_str()).cloned(),
             }))
             .collect::<Vec<_>>()
     );
@@ -359,8 +476,14 @@ pub async fn list(
         .take(limit as usize)
     {
         let r = engine_state(rec)?;
-        let steps = st.controller.spec_for(rec).ok().map(|s| s.steps.len());
-        out.push(summary(rec, &r, steps));
+        let spec = st.controller.spec_for(rec).ok();
+        let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+        dashboard_fields(&mut v, &r, spec.as_deref());
+        v["raise_expired_at"] = match r.state.is_terminal() {
+            true => Value::Null,
+            false => json!(raise_expired_at(&st, &rec.id).await?.and_then(ms_ts)),
+        };
+        out.push(v);
     }
     Ok(Json(json!(out)))
 }

@@ -300,11 +300,16 @@ async fn serve(s: Settings) -> Result<(), String> {
     );
     let mut stop_http = stop_tx.subscribe();
     let http = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop_http.changed().await;
-            })
-            .await
+        // With the peer address, which the dashboard's sign-in rate limit
+        // is keyed by.
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_http.changed().await;
+        })
+        .await
     });
 
     // Signals: SIGHUP reloads calendars; SIGTERM/SIGINT stop gracefully.
