@@ -59,6 +59,7 @@
   function rel(iso, now) {
     if (!iso) return "";
     let s = Math.round((new Date(iso).getTime() - (now || Date.now())) / 1000);
+    if (Math.abs(s) < 2) return "just now";
     const future = s >= 0;
     s = Math.abs(s);
     const d = Math.floor(s / 86400), h = Math.floor((s % 86400) / 3600), m = Math.floor((s % 3600) / 60), sec = s % 60;
@@ -404,7 +405,7 @@
         const done = (r.approved_by || []).includes(ME.principal);
         if (!initiator && !done) {
           const s = r.next_step ? `step ${r.next_step.index}` : "a step";
-          items.push({ kind: "approval", label: "Your approval", id: r.id, html: `${link(r)} waits for your approval of ${s}. ${esc(r.waiting_for || "")}`,
+          items.push({ kind: "approval", label: "Your approval", id: r.id, html: `${link(r)} waits for your approval of ${s}.`,
             action: `<button type="button" class="primary" data-act="approve" data-id="${esc(r.id)}">Approve…</button>` });
         }
       }
