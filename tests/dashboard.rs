@@ -540,7 +540,7 @@ async fn an_approver_approves_from_needs_attention_sees_it_move_live_then_aborts
     // The row: state, share, waiting sentence, initiator.
     let row = b
         .js(&format!(
-            "return document.querySelector('#rollouts tr[data-id=\"{id}\"]').innerText"
+            "return document.querySelector('#rollouts [data-id=\"{id}\"]').innerText"
         ))
         .await;
     let row = row.as_str().unwrap();
@@ -576,13 +576,13 @@ async fn an_approver_approves_from_needs_attention_sees_it_move_live_then_aborts
     b.click("#dialog-ok").await;
     b.until(
         &format!(
-            "document.querySelector('#rollouts tr[data-id=\"{id}\"]')?.dataset.state === 'baking'"
+            "document.querySelector('#rollouts [data-id=\"{id}\"]')?.dataset.state === 'baking'"
         ),
         "the row moves to baking without a reload",
     )
     .await;
     b.until(
-        &format!("document.querySelector('#rollouts tr[data-id=\"{id}\"] .pct')?.textContent.startsWith('50%')"),
+        &format!("document.querySelector('#rollouts [data-id=\"{id}\"] .pct')?.textContent.startsWith('50%')"),
         "the share bar shows 50%",
     )
     .await;
@@ -734,7 +734,7 @@ async fn a_viewer_sees_no_actions_and_forged_or_csrf_less_requests_are_refused()
     let b = Browser::start().await;
     b.sign_in(&env, "vijay").await;
     b.until(
-        &format!("document.querySelector('#rollouts tr[data-id=\"{id}\"]')"),
+        &format!("document.querySelector('#rollouts [data-id=\"{id}\"]')"),
         "the rollout listed",
     )
     .await;
@@ -901,7 +901,7 @@ async fn a_lost_event_stream_is_shown_and_resumes_with_what_happened_meanwhile()
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         b.js(&format!(
-            "return document.querySelector('#rollouts tr[data-id=\"{id}\"]').dataset.state"
+            "return document.querySelector('#rollouts [data-id=\"{id}\"]').dataset.state"
         ))
         .await,
         json!("awaiting_approval"),
@@ -918,7 +918,7 @@ async fn a_lost_event_stream_is_shown_and_resumes_with_what_happened_meanwhile()
     .await;
     b.until(
         &format!(
-            "document.querySelector('#rollouts tr[data-id=\"{id}\"]').dataset.state === 'paused'"
+            "document.querySelector('#rollouts [data-id=\"{id}\"]').dataset.state === 'paused'"
         ),
         "the pause made while cut off shows",
     )
@@ -980,9 +980,9 @@ async fn a_thousand_rollouts_render_in_under_200_ms() {
     b.sign_in(&env, "vijay").await;
     b.until("document.body.dataset.rows === '1000'", "1000 rows")
         .await;
-    let mut best = f64::MAX;
-    // The first render includes warming the JIT and fonts: take the best
-    // of three renders, as a person reloading would see.
+    let mut worst = 0.0f64;
+    // Three renders (all rows → active only → all rows again); the slowest
+    // counts.
     for _ in 0..3 {
         b.js("document.getElementById('only-active').click(); document.getElementById('only-active').click(); return 1").await;
         let ms: f64 = b
@@ -990,10 +990,11 @@ async fn a_thousand_rollouts_render_in_under_200_ms() {
             .await
             .as_f64()
             .unwrap();
-        best = best.min(ms);
+        worst = worst.max(ms);
+        println!("{ms} ms: {}", b.js("return document.body.dataset.renderParts").await);
     }
-    println!("rendering 1000 rollouts took {best:.1} ms");
-    assert!(best < 200.0, "rendering 1000 rollouts took {best} ms");
+    println!("rendering 1000 rollouts took at most {worst:.1} ms");
+    assert!(worst < 200.0, "rendering 1000 rollouts took {worst} ms");
     b.screenshots("rollouts-1000").await;
     b.assert_no_console_errors(&[]).await;
 }
