@@ -716,12 +716,16 @@
           const a = minutes(sp.from, date, zone), b = minutes(sp.to, date, zone);
           const g = s.guard ? s.guard : null;
           if (g) svg += rect("guard", minutes(g.from ?? g.start, date, zone), minutes(g.to ?? g.end, date, zone), "guard margin");
-          svg += rect(specialSegs.has(n) || s.special ? "special" : "session", a, b, `${n} session`);
+          const special = s.rule === "special" || specialSegs.has(n);
+          svg += rect(special ? "special" : "session", a, b, `${n} ${special ? "special " : ""}session${s.rule && s.rule !== "regular" ? ` (${s.rule})` : ""}`);
           texts.push(`${fmtHM(sp.from, zone)}–${fmtHM(sp.to, zone)}`);
         }
         for (const b of bl) svg += rect("blackout", minutes(span(b).from, date, zone), minutes(span(b).to, date, zone), b.name || "blackout");
         svg += "</svg>";
-        return `<div class="seg" data-segment="${esc(n)}"><span class="name">${esc(n)}</span><div class="strip">${svg}</div><span class="times">${texts.length ? esc(texts.join(", ")) : "no session"}</span></div>`;
+        const segInfo = segSessions(d).find(([k]) => k === n);
+        const closedByHoliday = (d.segments || []).some && (d.segments || []).some((x) => x.segment === n && x.closed_by_holiday);
+        const none = closedByHoliday ? "closed (holiday)" : "no session";
+        return `<div class="seg" data-segment="${esc(n)}"><span class="name">${esc(n)}</span><div class="strip">${svg}</div><span class="times">${segInfo && texts.length ? esc(texts.join(", ")) : none}</span></div>`;
       }).join("");
       return `<article class="cal-day${weekend ? " weekend" : ""}${prov ? " provisional" : ""}" data-date="${esc(date)}"><header><strong>${esc(fmtDate(date))}</strong>${tags}</header>${segs}</article>`;
     }).join("");
