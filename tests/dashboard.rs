@@ -15,6 +15,8 @@
 
 #[path = "support/haproxy.rs"]
 mod haproxy;
+#[path = "support/victoria.rs"]
+mod victoria;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -207,8 +209,14 @@ impl Env {
     }
 
     fn spec(&self, name: &str, steps: &str) -> String {
+        self.spec_with(name, "", steps)
+    }
+
+    /// A spec for this HAProxy; `extra` (top-level keys, e.g. `analysis`)
+    /// goes before `steps`.
+    fn spec_with(&self, name: &str, extra: &str, steps: &str) -> String {
         format!(
-            "name: {name}\ncalendar: dashtest\nwindows:\n  guard: {{before_open: 0m, after_close: 0m}}\n  min_remaining: 0m\n\
+            "name: {name}\ncalendar: dashtest\nwindows:\n  guard: {{before_open: 0m, after_close: 0m}}\n  min_remaining: 0m\n{extra}\
              traffic:\n  haproxy:\n    endpoints: [\"unix:{}\"]\n    backend: app\n    pools: {{blue: [b1], green: [g1]}}\n\
              steps:\n{steps}",
             self.haproxy.sock.display()
@@ -234,12 +242,16 @@ impl Env {
     /// Start a rollout as asha (deployer, initiator asha) and wait until it
     /// has left `pending`.
     async fn start_rollout(&self, name: &str, steps: &str) -> String {
+        self.start_spec(self.spec(name, steps)).await
+    }
+
+    async fn start_spec(&self, spec: String) -> String {
         let v = self
             .call(
                 "asha-ci",
                 "POST",
                 "/api/v1/rollouts",
-                Some(json!({"spec": self.spec(name, steps), "revision": "3f9c2ab"})),
+                Some(json!({"spec": spec, "revision": "3f9c2ab"})),
             )
             .await;
         let id = v["id"].as_str().expect("rollout id").to_string();
@@ -930,6 +942,152 @@ async fn a_lost_event_stream_is_shown_and_resumes_with_what_happened_meanwhile()
     );
 }
 
+/// A rollout whose check VictoriaMetrics answers every second: the detail
+/// page shows the latest value against the threshold, the evidence so far
+/// and a chart of the recent values with the threshold line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_detail_page_charts_each_check_against_its_threshold() {
+    let _one = BROWSER.lock().await;
+    let vm = victoria::victoria_metrics(&[]).await;
+    let env = Env::start().await;
+    // A value that moves with time (0 to 0.009), always under the 1% limit.
+    let analysis = format!(
+        "analysis:\n  prometheus: {}\n  interval: 1s\n  query_delay: 0s\n  evidence: always\n  min_passes: 3\n  \
+         checks:\n    - name: error-rate\n      query: (time() % 10) / 1000\n      max: 0.01\n",
+        vm.url
+    );
+    let id = env
+        .start_spec(env.spec_with(
+            "orders",
+            &analysis,
+            "  - set_weight: 10\n  - bake: {duration: 4h}\n  - set_weight: 100\n",
+        ))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let v = env
+            .call("root", "GET", &format!("/api/v1/rollouts/{id}"), None)
+            .await;
+        if v["checks"][0]["history"]
+            .as_array()
+            .is_some_and(|h| h.len() >= 4)
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no check history: {v}\n{}",
+            env.log()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let b = Browser::start().await;
+    b.sign_in(&env, "vijay").await;
+    // The list shows the check's health.
+    let health = b
+        .until(
+            &format!("document.querySelector('#rollouts [data-id=\"{id}\"] .dot')?.textContent"),
+            "the check's verdict on the list",
+        )
+        .await;
+    assert_eq!(health, json!("error-rate: pass"));
+    b.goto(&format!("{}/rollouts/{id}", env.url)).await;
+    b.until(
+        "document.querySelector('tr[data-check=\"error-rate\"] svg.spark polyline')",
+        "the chart",
+    )
+    .await;
+    let row = b
+        .js("return document.querySelector('tr[data-check=\"error-rate\"]').innerText")
+        .await;
+    let row = row.as_str().unwrap();
+    assert!(
+        row.contains("pass") && row.contains("≤ 0.01") && row.contains("of 3 passes"),
+        "{row}"
+    );
+    let points = b
+        .js("return document.querySelector('tr[data-check=\"error-rate\"] polyline').getAttribute('points').split(' ').length")
+        .await;
+    assert!(points.as_u64().unwrap() >= 4, "{points}");
+    assert!(
+        !b.js("return document.querySelector('tr[data-check=\"error-rate\"] line.thr')")
+            .await
+            .is_null(),
+        "the threshold is drawn"
+    );
+    b.screenshots("rollout-checks").await;
+    b.assert_no_console_errors(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_admin_freezes_raises_and_pauses_from_the_page_and_everyone_sees_it() {
+    let _one = BROWSER.lock().await;
+    let env = Env::start().await;
+    let id = env.start_rollout("kite-api", APPROVE_STEPS).await;
+    env.wait_state(&id, |s| s == "awaiting_approval").await;
+    let b = Browser::start().await;
+    b.sign_in(&env, "root").await;
+    b.click("button[data-act=freeze-on]").await;
+    b.until("document.getElementById('dialog').open", "freeze dialog")
+        .await;
+    // The reason is required: the dialog says so and stays open.
+    b.click("#dialog-ok").await;
+    b.until(
+        "!document.getElementById('dialog-error').hidden",
+        "reason required",
+    )
+    .await;
+    b.type_into("#dialog-reason", "RBI circular: no changes today")
+        .await;
+    b.click("#dialog-ok").await;
+    let item = b
+        .until(
+            "document.querySelector('#attention [data-kind=freeze]')?.innerText",
+            "the freeze in needs attention",
+        )
+        .await;
+    assert!(item.as_str().unwrap().contains("RBI circular"), "{item}");
+    let f = env.call("vijay", "GET", "/api/v1/freeze", None).await;
+    assert_eq!(f["on"], true);
+    // Pause with a reason from the detail page, then resume.
+    b.goto(&format!("{}/rollouts/{id}", env.url)).await;
+    b.click("button[data-act=pause]").await;
+    b.type_into("#dialog-reason", "waiting for the freeze")
+        .await;
+    b.click("#dialog-ok").await;
+    b.until(
+        "document.querySelector('.card .state')?.dataset.state === 'paused'",
+        "paused",
+    )
+    .await;
+    let text = b
+        .js("return document.getElementById('detail').innerText")
+        .await;
+    assert!(
+        text.as_str().unwrap().contains("waiting for the freeze"),
+        "{text}"
+    );
+    b.screenshots("rollout-paused").await;
+    b.click("button[data-act=resume]").await;
+    b.type_into("#dialog-reason", "freeze lifted soon").await;
+    b.click("#dialog-ok").await;
+    b.until(
+        "document.querySelector('.card .state')?.dataset.state === 'awaiting_approval'",
+        "resumed",
+    )
+    .await;
+    b.goto(&format!("{}/", env.url)).await;
+    b.click("button[data-act=freeze-off]").await;
+    b.type_into("#dialog-reason", "all clear").await;
+    b.click("#dialog-ok").await;
+    b.until(
+        "!document.querySelector('#attention [data-kind=freeze]')",
+        "freeze lifted",
+    )
+    .await;
+    b.assert_no_console_errors(&[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
     // Needs GET /api/v1/calendars and /api/v1/calendars/{name}/days
@@ -991,7 +1149,10 @@ async fn a_thousand_rollouts_render_in_under_200_ms() {
             .as_f64()
             .unwrap();
         worst = worst.max(ms);
-        println!("{ms} ms: {}", b.js("return document.body.dataset.renderParts").await);
+        println!(
+            "{ms} ms: {}",
+            b.js("return document.body.dataset.renderParts").await
+        );
     }
     println!("rendering 1000 rollouts took at most {worst:.1} ms");
     assert!(worst < 200.0, "rendering 1000 rollouts took {worst} ms");

@@ -246,7 +246,9 @@
     $("dialog-reason-label").hidden = !reason;
     rs.hidden = !reason;
     rs.value = "";
-    rs.required = !!reasonRequired;
+    // Our own check (below) says why a reason is needed; the browser's
+    // bubble would not.
+    rs.setAttribute("aria-required", reasonRequired ? "true" : "false");
     err.hidden = true;
     okb.textContent = ok;
     okb.className = okClass || "primary";
@@ -582,9 +584,9 @@
 
     const obs = r.weights ? r.weights.observed || {} : {};
     const eps = Object.keys(obs);
-    const weights = `<table><thead><tr><th>Endpoint</th><th>Desired</th><th>Confirmed</th><th>Observed</th></tr></thead><tbody>${
+    const weights = `<div class="table-wrap"><table><thead><tr><th>Endpoint</th><th>Desired</th><th>Confirmed</th><th>Observed</th></tr></thead><tbody>${
       (eps.length ? eps : ["(no reading yet)"]).map((e) => `<tr><td><code>${esc(e)}</code></td><td class="num">${pct(r.desired_weight)}</td><td class="num">${pct(r.canary_weight)}</td><td class="num">${e in obs ? pct(obs[e]) : "–"}</td></tr>`).join("")
-    }</tbody></table>` +
+    }</tbody></table></div>` +
       (r.write ? `<p class="small">Write in flight: ${esc(r.write.purpose)} to ${r.write.share}%` + (r.write.deadline ? ` — <strong>raise deadline</strong> ${when(r.write.deadline, zone)}` : "") + (r.write.last_error ? `<br><span class="error">${esc(r.write.last_error)}</span>` : "") + `</p>` : "") +
       (r.pools ? `<p class="small muted">Canary pool <strong>${esc(r.pools.canary)}</strong> (${esc((r.pools.canary_servers || []).join(", "))}), live pool <strong>${esc(r.pools.live)}</strong> (${esc((r.pools.live_servers || []).join(", "))}).</p>` : "");
 
