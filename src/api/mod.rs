@@ -6,8 +6,10 @@
 //! [`Controller::input`], the same locked store transaction the controller
 //! uses, so a refusal (`stale_approval`, `separation_of_duties`…) comes from
 //! the engine and nothing half-done is ever stored. Handlers authenticate
-//! ([`auth::Caller`]), check the role, translate, and shape the answer. Only
-//! `/healthz`, `/readyz` and `/metrics` answer without a token.
+//! ([`auth::Caller`]: a bearer token, or the dashboard's session cookie with
+//! its CSRF token, [`session`]), check the role, translate, and shape the
+//! answer. Only `/healthz`, `/readyz`, `/metrics`, the dashboard's sign-in
+//! page and its static assets answer without a token.
 //!
 //! Routes are registered through [`Routes`], which also records them, so
 //! the test that compares the router with `openapi.yaml` sees exactly what
