@@ -1125,6 +1125,9 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
         .js("return document.querySelectorAll('.cal-day').length")
         .await;
     assert_eq!(days, json!(14), "the next 14 days");
+    b.js("document.querySelector('[data-kind=special]').scrollIntoView(); return 1")
+        .await;
+    b.screenshots("calendar-special-and-blackout").await;
     b.assert_no_console_errors(&[]).await;
 }
 

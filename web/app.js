@@ -731,11 +731,13 @@
       }).join("");
       return `<article class="cal-day${weekend ? " weekend" : ""}${prov ? " provisional" : ""}" data-date="${esc(date)}"><header><strong>${esc(fmtDate(date))}</strong>${tags}</header>${segs}</article>`;
     }).join("");
-    $("calendar").innerHTML = `<div class="hours"><span></span><span class="ticks">${ticks}</span></div>${html}`;
+    $("calendar").innerHTML = `<div class="hours"><span>${esc(zone === IST ? "IST" : zone)}</span><span class="ticks">${ticks}</span></div>${html}`;
     $("calendar").setAttribute("aria-busy", "false");
     $("cal-legend").hidden = false;
     const cov = cal.valid_until || (cal.coverage && (cal.coverage.until || cal.coverage.valid_until));
+    const left = typeof cal.coverage_remaining_seconds === "number" ? Math.floor(cal.coverage_remaining_seconds / 86400) : null;
     $("cal-meta").innerHTML = `<strong>${esc(cal.name)}</strong> version ${esc(cal.version)} · times in ${esc(zone === IST ? "IST" : zone)} · coverage ${esc(cal.valid_from || (cal.coverage && cal.coverage.from) || "?")} to ${esc(cov || "?")}` +
+      (left !== null ? (left < 45 ? ` <strong class="error">(${left} days left: extend it)</strong>` : ` (${left} days left)`) : "") +
       (cal.provisional_from ? ` · provisional from ${esc(cal.provisional_from)}` : "") +
       (freezeState && freezeState.on ? ` · <strong class="error">global freeze on</strong>: ${esc(freezeState.reason)}` : "");
   }
