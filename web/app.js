@@ -609,7 +609,7 @@
     const audit = events.slice().reverse();
     const shownAudit = audit.slice(0, 300);
     const auditRows = shownAudit
-      .map((e) => `<tr><td>${esc(abs(e.at, zone))}<br>${relTag(e.at)}</td><td><code>${esc(e.kind)}</code></td><td>${esc(e.principal || "controller")}</td><td class="why">${esc(e.why)}</td><td>${esc(e.state)}</td><td class="small">${esc(e.calendar ? e.calendar + " " + (e.calendar_version || "") : "")}${e.clock_skew_ms !== null && e.clock_skew_ms !== undefined ? `<br>skew ${e.clock_skew_ms} ms` : ""}</td></tr>`)
+      .map((e) => `<tr><td>${esc(abs(e.at, zone))}<br>${relTag(e.at)}</td><td><code>${esc(e.kind)}</code></td><td>${esc(e.principal || "controller")}</td><td class="why">${esc(e.why)}${e.input && typeof e.input === "object" && Object.keys(e.input).length ? `<details><summary class="small">input</summary><pre>${esc(JSON.stringify(e.input, null, 1))}</pre></details>` : ""}</td><td>${esc(e.state)}</td><td class="small">${esc(e.calendar ? e.calendar + " " + (e.calendar_version || "") : "")}${e.clock_skew_ms !== null && e.clock_skew_ms !== undefined ? `<br>skew ${e.clock_skew_ms} ms` : ""}</td></tr>`)
       .join("");
 
     $("detail").innerHTML = `
