@@ -453,6 +453,30 @@ impl Browser {
         }
     }
 
+    /// Follow a dark system theme (`prefers-color-scheme: dark`) or not,
+    /// through chromedriver's DevTools passthrough.
+    async fn dark(&self, on: bool) {
+        let id = self
+            .c
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("session id");
+        let value = if on { "dark" } else { "light" };
+        let r = reqwest::Client::new()
+            .post(format!("{}/session/{id}/goog/cdp/execute", self.driver_url))
+            .json(&json!({"cmd": "Emulation.setEmulatedMedia", "params": {"features": [{"name": "prefers-color-scheme", "value": value}]}}))
+            .send()
+            .await
+            .expect("cdp");
+        assert!(
+            r.status().is_success(),
+            "emulate {value}: {}",
+            r.text().await.unwrap_or_default()
+        );
+    }
+
     /// Console entries of level SEVERE: JavaScript errors, CSP violations,
     /// failed loads. `allowed` substrings are expected (a refused request
     /// the test provoked).
@@ -564,6 +588,13 @@ async fn an_approver_approves_from_needs_attention_sees_it_move_live_then_aborts
         "{row}"
     );
     b.screenshots("rollouts-awaiting-approval").await;
+    b.dark(true).await;
+    let bg = b
+        .js("return getComputedStyle(document.body).backgroundColor")
+        .await;
+    assert_eq!(bg, json!("rgb(17, 21, 25)"), "dark mode follows the system");
+    b.screenshots("rollouts-dark").await;
+    b.dark(false).await;
 
     // Approve from needs attention; the page must not reload.
     b.js("window.__same_page = 1; return 1").await;
