@@ -661,6 +661,8 @@ async fn an_approver_approves_from_needs_attention_sees_it_move_live_then_aborts
         "ravi approved step 0",
         "checked the canary dashboards",
         "step_approved",
+        "Permitted windows",
+        "until commodity session",
     ] {
         assert!(text.contains(want), "detail lacks {want:?}:\n{text}");
     }
@@ -1125,9 +1127,10 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
     // (issue 10's API), which the calendar page is coded against.
     let _one = BROWSER.lock().await;
     let env = Env::start().await;
+    let id = env.start_rollout("kite-api", APPROVE_STEPS).await;
     let b = Browser::start().await;
     b.sign_in(&env, "vijay").await;
-    b.goto(&format!("{}/calendar", env.url)).await;
+    b.goto(&format!("{}/calendar?rollout={id}", env.url)).await;
     b.until(
         "document.getElementById('calendar').getAttribute('aria-busy') === 'false'",
         "the calendar page loaded",
@@ -1156,6 +1159,19 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
         .js("return document.querySelectorAll('.cal-day').length")
         .await;
     assert_eq!(days, json!(14), "the next 14 days");
+    // The chosen rollout's permitted windows: all day on the holidays.
+    let today = b
+        .js(&format!(
+            "return document.querySelector('.cal-day[data-date=\"{}\"] [data-permitted]')?.innerText",
+            today() + TimeDelta::days(1)
+        ))
+        .await;
+    assert!(
+        today
+            .as_str()
+            .is_some_and(|t| t.contains("00:00–24:00") && t.contains("kite-api")),
+        "{today}"
+    );
     b.js("document.querySelector('[data-kind=special]').scrollIntoView(); return 1")
         .await;
     b.screenshots("calendar-special-and-blackout").await;

@@ -101,7 +101,8 @@
     }
   }
   function dur(sec) {
-    const h = Math.floor(sec / 3600), m = Math.floor((sec % 3600) / 60);
+    const d = Math.floor(sec / 86400), h = Math.floor((sec % 86400) / 3600), m = Math.floor((sec % 3600) / 60);
+    if (d) return h ? `${d} d ${h} h` : `${d} d`;
     return h && m ? `${h} h ${m} m` : h ? `${h} h` : `${m} m`;
   }
 
@@ -502,6 +503,7 @@
     });
     refreshAll = loader.schedule;
     live(() => loader.schedule(), () => loader.schedule());
+    setInterval(() => { if (!document.hidden) loader.schedule(); }, 30000);
     loader.now();
   }
 
@@ -632,12 +634,23 @@
           ${r.plan && r.plan.complete_at ? `<p class="small">Projected to complete ${when(r.plan.complete_at, zone)} (if every check passes and approvals come at once).</p>` : ""}</section>
         <section class="card" aria-labelledby="t-weights"><h2 id="t-weights">Weights</h2>${weights}</section>
       </div>
+      ${windowsCard(r, zone)}
       <section class="card" aria-labelledby="t-checks"><h2 id="t-checks">Checks</h2>${checks}</section>
       <section class="card" aria-labelledby="t-appr"><h2 id="t-appr">Approvals</h2>${need}${approvals}</section>
       <section class="card" aria-labelledby="t-audit"><h2 id="t-audit">Audit log <span class="muted small">(newest first${audit.length > shownAudit.length ? `, latest ${shownAudit.length} of ${audit.length}` : ""})</span></h2>
         <div class="table-wrap"><table class="audit"><thead><tr><th>When</th><th>Event</th><th>By</th><th>Why</th><th>State</th><th>Calendar</th></tr></thead><tbody>${auditRows}</tbody></table></div></section>`;
     $("detail").setAttribute("aria-busy", "false");
     document.title = `${r.name} ${r.revision} · muhurat`;
+  }
+
+  // The spec's next permitted windows and what closes each: why it waits.
+  function windowsCard(r, zone) {
+    if (!r.active || !Array.isArray(r.windows)) return "";
+    const list = r.windows.slice(0, 8);
+    const items = list.length
+      ? list.map((w) => `<li data-window><strong>${esc(abs(w.start, zone))}</strong> → ${esc(abs(w.end, zone))} <span class="muted">(${esc(dur((new Date(w.end) - new Date(w.start)) / 1000))})</span> — until ${esc(w.closed_by)}${w.long_enough ? "" : ` <span class="muted small">[shorter than min_remaining: no raise starts]</span>`}</li>`).join("")
+      : `<li>No permitted window in the next 14 days${r.plan && r.plan.frozen ? " (the global freeze is on)" : ""}.</li>`;
+    return `<section class="card" aria-labelledby="t-win"><h2 id="t-win">Permitted windows <span class="muted small">(next 14 days${r.windows.length > list.length ? `, first ${list.length} of ${r.windows.length}` : ""}; <a href="/calendar?rollout=${encodeURIComponent(r.id)}">on the calendar</a>)</span></h2><ul class="windows">${items}</ul></section>`;
   }
 
   function rolloutPage() {
@@ -658,6 +671,9 @@
     });
     refreshAll = loader.schedule;
     live((e) => { if (!e.rollout_id || e.rollout_id === rid) loader.schedule(); }, () => loader.schedule());
+    // Observed shares are live readings that do not always make an event:
+    // refresh now and then while the page is visible.
+    setInterval(() => { if (!document.hidden) loader.schedule(); }, 10000);
     loader.now();
   }
 
@@ -687,7 +703,7 @@
     return Object.entries(s).map(([k, v]) => [k, asList(v && v.sessions ? v.sessions : v)]);
   }
 
-  function renderCalendar(cal, days, zone, freezeState) {
+  function renderCalendar(cal, days, zone, freezeState, permitted) {
     const segNames = new Set();
     for (const d of days) for (const [n] of segSessions(d)) segNames.add(n);
     const ticks = [0, 3, 6, 9, 12, 15, 18, 21, 24].map((h) => `<span>${String(h).padStart(2, "0")}</span>`).join("");
@@ -729,7 +745,21 @@
         const none = closedByHoliday ? "closed (holiday)" : "no session";
         return `<div class="seg" data-segment="${esc(n)}"><span class="name">${esc(n)}</span><div class="strip">${svg}</div><span class="times">${segInfo && texts.length ? esc(texts.join(", ")) : none}</span></div>`;
       }).join("");
-      return `<article class="cal-day${weekend ? " weekend" : ""}${prov ? " provisional" : ""}" data-date="${esc(date)}"><header><strong>${esc(fmtDate(date))}</strong>${tags}</header>${segs}</article>`;
+      let perm = "";
+      if (permitted) {
+        let svg = `<svg class="strip-svg" viewBox="0 0 1440 14" preserveAspectRatio="none" aria-hidden="true"><rect class="bg" width="1440" height="14"/>`;
+        const texts = [];
+        for (const w of permitted.windows) {
+          const a = minutes(w.start, date, zone), b = minutes(w.end, date, zone);
+          if (b > a) {
+            svg += rect("permitted", a, b, `permitted until ${w.closed_by}`);
+            texts.push(`${a === 0 ? "00:00" : fmtHM(w.start, zone)}–${b === 1440 ? "24:00" : fmtHM(w.end, zone)}`);
+          }
+        }
+        svg += "</svg>";
+        perm = `<div class="seg permitted-row" data-permitted><span class="name">permitted</span><div class="strip">${svg}</div><span class="times">${texts.length ? esc(texts.join(", ")) : "no permitted window"} <span class="muted">(${esc(permitted.name)})</span></span></div>`;
+      }
+      return `<article class="cal-day${weekend ? " weekend" : ""}${prov ? " provisional" : ""}" data-date="${esc(date)}"><header><strong>${esc(fmtDate(date))}</strong>${tags}</header>${segs}${perm}</article>`;
     }).join("");
     $("calendar").innerHTML = `<div class="hours"><span>${esc(zone === IST ? "IST" : zone)}</span><span class="ticks">${ticks}</span></div>${html}`;
     $("calendar").setAttribute("aria-busy", "false");
@@ -762,7 +792,9 @@
 
   function calendarPage() {
     const pick = $("cal-pick");
+    const rpick = $("cal-rollout");
     let cals = [];
+    const wanted = new URLSearchParams(location.search).get("rollout");
     const loader = debounced(async () => {
       const [list, fr] = await Promise.all([api("GET", "/api/v1/calendars"), api("GET", "/api/v1/freeze")]);
       if (!list.ok) {
@@ -786,12 +818,25 @@
         return;
       }
       const days = Array.isArray(d.data) ? d.data : d.data.days || [];
-      renderCalendar(Object.assign({}, cal, d.data.calendar || {}), days, zone, fr.ok ? fr.data : null);
+      // The permitted windows of the rollout chosen (active ones).
+      const active = await api("GET", "/api/v1/rollouts?state=active&limit=1000");
+      if (active.ok) {
+        const cur = rpick.value || wanted || "";
+        rpick.innerHTML = `<option value="">none</option>` + active.data.map((r) => `<option value="${esc(r.id)}">${esc(r.name)} ${esc(r.revision)}</option>`).join("");
+        rpick.value = active.data.some((r) => r.id === cur) ? cur : "";
+      }
+      let permitted = null;
+      if (rpick.value) {
+        const det = await api("GET", `/api/v1/rollouts/${encodeURIComponent(rpick.value)}`);
+        if (det.ok && Array.isArray(det.data.windows)) permitted = { name: det.data.name, windows: det.data.windows };
+      }
+      renderCalendar(Object.assign({}, cal, d.data.calendar || {}), days, zone, fr.ok ? fr.data : null, permitted);
       document.body.dataset.loaded = String(Date.now());
     });
     pick.addEventListener("change", () => loader.now());
+    rpick.addEventListener("change", () => loader.now());
     refreshAll = loader.schedule;
-    live((e) => { if (!e.rollout_id) loader.schedule(); }, () => {});
+    live((e) => { if (!e.rollout_id || e.rollout_id === rpick.value) loader.schedule(); }, () => {});
     loader.now();
   }
 

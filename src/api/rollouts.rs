@@ -169,6 +169,51 @@ fn check_threshold(c: &crate::spec::Check) -> Value {
     })
 }
 
+/// How far ahead the rollout endpoint lists permitted windows (the
+/// dashboard's calendar shows 14 days).
+const WINDOW_DAYS: i64 = 14;
+
+/// The spec's permitted windows from `now` for [`WINDOW_DAYS`], each with
+/// what closes it ("equity session", "blackout: …"), so a person sees why
+/// the rollout waits and until when. Bounded: at most 200 windows.
+fn permitted_windows(
+    spec: &Spec,
+    cal: &crate::calendar::Calendar,
+    now: DateTime<Utc>,
+    frozen: bool,
+) -> Value {
+    use crate::windows::{self, Block};
+    let range = Interval::new(now, now + chrono::TimeDelta::days(WINDOW_DAYS));
+    let freeze = if frozen { vec![range] } else { vec![] };
+    let list: Vec<Value> = windows::explain(&spec.window_rules(), cal, range, &freeze)
+        .into_iter()
+        .take(200)
+        .map(|e| {
+            let closed_by = match e.closed_by.as_ref().map(|b| &b.block) {
+                Some(Block::Session { segment, .. }) => format!("{segment} session"),
+                Some(Block::Blackout(bl)) => format!("blackout: {}", bl.name),
+                Some(Block::Deny(name)) => format!("deny window {name}"),
+                Some(Block::Coverage) => format!(
+                    "calendar {} ends (valid until {})",
+                    cal.name, cal.valid_until
+                ),
+                Some(Block::Freeze) => "global freeze".to_string(),
+                None => match e.allow_ends {
+                    Some(a) => format!("allow window {a} ends"),
+                    None => "beyond the range shown".to_string(),
+                },
+            };
+            json!({
+                "start": ts(e.window.start),
+                "end": ts(e.window.end),
+                "closed_by": closed_by,
+                "long_enough": e.window.end - e.window.start >= spec.windows.min_remaining,
+            })
+        })
+        .collect();
+    json!(list)
+}
+
 fn ms_ts(ms: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_millis(ms).map(ts)
 }
@@ -332,6 +377,7 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
     v["approval"] = Value::Null;
     v["spec_steps"] = Value::Null;
     v["plan"] = Value::Null;
+    v["windows"] = Value::Null;
     v["calendar"] = Value::Null;
     v["pools"] = Value::Null;
     if let Some(spec) = &spec {
@@ -364,6 +410,9 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
             v["calendar"] = json!({"name": cal.name, "version": cal.version.to_string()});
             let frozen = c.store().freeze().await?.on;
             v["plan"] = json!(projected(spec, &cal, &r, now, frozen));
+            if !r.state.is_terminal() {
+                v["windows"] = permitted_windows(spec, &cal, now, frozen);
+            }
         }
         if !r.state.is_terminal()
             && let Some(o) = c.orientation_for(spec).await?

@@ -447,6 +447,34 @@ mod tests {
     }
 
     #[test]
+    fn sessions_expire_by_age_and_by_idleness() {
+        let now = Instant::now();
+        let ago = |d: Duration| {
+            now.checked_sub(d)
+                .expect("the monotonic clock runs long enough")
+        };
+        let s = |created: Duration, seen: Duration| Session {
+            token_hash: String::new(),
+            csrf: String::new(),
+            created: ago(created),
+            last_seen: ago(seen),
+        };
+        let minute = Duration::from_secs(60);
+        assert!(!s(minute, minute).expired(now));
+        // Busy all along, but past the maximum age.
+        assert!(s(MAX_AGE, Duration::ZERO).expired(now));
+        // Young, but left alone too long.
+        assert!(s(IDLE, IDLE).expired(now));
+        assert!(!s(IDLE, IDLE - minute).expired(now));
+        assert_eq!(s(minute, minute).remaining(now), IDLE - minute);
+        assert_eq!(
+            s(MAX_AGE - minute, Duration::ZERO).remaining(now),
+            minute,
+            "the nearer of the two limits"
+        );
+    }
+
+    #[test]
     fn sessions_end_and_are_keyed_by_hash() {
         let s = Sessions::default();
         let (id, csrf) = s.create("h".into());
