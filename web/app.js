@@ -485,7 +485,7 @@
   }
 
   function rolloutsPage() {
-    let last = [];
+    let last = [], lastKey = "";
     $("only-active").addEventListener("change", () => renderRollouts(last));
     const loader = debounced(async () => {
       const [list, fr, ready] = await Promise.all([
@@ -494,8 +494,11 @@
         fetch("/readyz", { credentials: "same-origin" }).then((r) => r.json()).catch(() => null),
       ]);
       if (!list.ok) return toast("Could not load rollouts: " + list.message, true);
-      last = list.data;
       const f = fr.ok ? fr.data : null;
+      const key = JSON.stringify([list.data, f, ready]);
+      if (key === lastKey) return;
+      lastKey = key;
+      last = list.data;
       banners(f);
       attention(last, f, ready);
       renderRollouts(last);
@@ -655,7 +658,7 @@
 
   function rolloutPage() {
     const id = decodeURIComponent(location.pathname.replace(/^\/rollouts\//, ""));
-    let rid = id;
+    let rid = id, lastKey = "";
     const loader = debounced(async () => {
       const [d, ev] = await Promise.all([
         api("GET", `/api/v1/rollouts/${encodeURIComponent(id)}`),
@@ -666,7 +669,15 @@
         return;
       }
       rid = d.data.id;
-      renderDetail(d.data, ev.ok ? ev.data : []);
+      // Re-render only what changed: a button must not be replaced under
+      // the pointer of someone about to click it.
+      const events = ev.ok ? ev.data : [];
+      // (The plan and windows start "now", so they change every second
+      // without anything happening: left out of the comparison.)
+      const key = JSON.stringify(Object.assign({}, d.data, { plan: null, windows: null })) + "|" + events.length + "|" + (events.length ? events[events.length - 1].seq : 0);
+      if (key === lastKey) return;
+      lastKey = key;
+      renderDetail(d.data, events);
       document.body.dataset.loaded = String(Date.now());
     });
     refreshAll = loader.schedule;
