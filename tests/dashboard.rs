@@ -298,6 +298,9 @@ impl Drop for Env {
 /// Headless Chromium through its own chromedriver and a fresh profile.
 struct Browser {
     c: Client,
+    /// The WebDriver session, ended on drop so chromedriver stops its
+    /// Chromium (killing chromedriver alone leaves Chromium running).
+    session: String,
     driver: Child,
     driver_url: String,
     _profile: tempfile::TempDir,
@@ -351,8 +354,16 @@ impl Browser {
             .connect(&driver_url)
             .await
             .expect("a Chromium session through chromedriver");
+        let session = c
+            .session_id()
+            .await
+            .ok()
+            .flatten()
+            .expect("a WebDriver session id")
+            .to_string();
         Browser {
             c,
+            session,
             driver,
             driver_url,
             _profile: profile,
@@ -531,6 +542,20 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // `DELETE /session/{id}` by hand: Drop cannot await the client, and
+        // a blocking HTTP client may not run inside the tokio runtime.
+        use std::io::{Read, Write};
+        let addr = self.driver_url.trim_start_matches("http://").to_string();
+        if let Ok(mut s) = std::net::TcpStream::connect(&addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+            let _ = write!(
+                s,
+                "DELETE /session/{} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                self.session
+            );
+            let mut out = Vec::new();
+            let _ = s.read_to_end(&mut out);
+        }
         let _ = self.driver.kill();
         let _ = self.driver.wait();
     }
