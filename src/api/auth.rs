@@ -331,13 +331,18 @@ pub async fn authenticate(store: &Store, header: Option<&str>) -> Result<Caller,
         .ok_or_else(|| {
             ApiError::unauthorized("the Authorization header is not `Bearer <token>`")
         })?;
+    caller_by_hash(store, &hash_token(token)).await
+}
+
+/// Who the token with this hash belongs to (a bearer token, or the token
+/// behind a dashboard session); 401 when unknown or revoked.
+pub async fn caller_by_hash(store: &Store, hash: &str) -> Result<Caller, ApiError> {
     let unknown = || {
         ApiError::unauthorized(
             "the server does not know this token; check MUHURAT_TOKEN or ask an admin for one",
         )
     };
-    let hash = hash_token(token);
-    let rec = store.token_by_hash(&hash).await?.ok_or_else(unknown)?;
+    let rec = store.token_by_hash(hash).await?.ok_or_else(unknown)?;
     // The lookup is by SHA-256, which a caller cannot steer byte by byte;
     // the stored hash is still compared in constant time so no path
     // compares secret-derived bytes with an early exit.
@@ -369,7 +374,16 @@ impl FromRequestParts<AppState> for Caller {
 
     async fn from_request_parts(parts: &mut Parts, st: &AppState) -> Result<Caller, ApiError> {
         let header = match parts.headers.get(axum::http::header::AUTHORIZATION) {
-            None => None,
+            // A browser: the dashboard's session cookie (with its CSRF
+            // token on anything but GET), the same roles as the token.
+            None => {
+                if let Some(s) =
+                    super::session::from_cookie(st, &parts.headers, &parts.method).await?
+                {
+                    return Ok(s.caller);
+                }
+                None
+            }
             Some(v) => Some(v.to_str().map_err(|_| {
                 ApiError::unauthorized("the Authorization header is not plain text")
             })?),

@@ -6,8 +6,10 @@
 //! [`Controller::input`], the same locked store transaction the controller
 //! uses, so a refusal (`stale_approval`, `separation_of_duties`…) comes from
 //! the engine and nothing half-done is ever stored. Handlers authenticate
-//! ([`auth::Caller`]), check the role, translate, and shape the answer. Only
-//! `/healthz`, `/readyz` and `/metrics` answer without a token.
+//! ([`auth::Caller`]: a bearer token, or the dashboard's session cookie with
+//! its CSRF token, [`session`]), check the role, translate, and shape the
+//! answer. Only `/healthz`, `/readyz`, `/metrics`, the dashboard's sign-in
+//! page and its static assets answer without a token.
 //!
 //! Routes are registered through [`Routes`], which also records them, so
 //! the test that compares the router with `openapi.yaml` sees exactly what
@@ -16,11 +18,13 @@
 pub mod admin;
 pub mod auth;
 pub mod calendars;
+pub mod dashboard;
 pub mod errors;
 pub mod events;
 pub mod pools;
 pub mod rollouts;
 pub mod serve;
+pub mod session;
 
 use std::sync::Arc;
 
@@ -53,6 +57,8 @@ pub struct AppState {
     /// one aggregate query per interval however often (or by how many
     /// scrapers) it is called.
     counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
+    /// The dashboard's signed-in browsers ([`session`]).
+    pub sessions: Arc<session::Sessions>,
 }
 
 /// Rollout counts by state, and when they were read.
@@ -70,6 +76,7 @@ impl AppState {
             public_url: None,
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
             counts: Arc::default(),
+            sessions: Arc::new(session::Sessions::default()),
         }
     }
 
@@ -148,6 +155,9 @@ fn routes() -> Routes {
         .add("post", "/api/v1/calendars/reload", post(reload_calendars))
         .add("get", "/api/v1/calendars", get(calendars::list))
         .add("get", "/api/v1/calendars/{name}/days", get(calendars::days))
+        .add("get", "/api/v1/session", get(session::show))
+        .add("post", "/api/v1/session", post(session::sign_in))
+        .add("delete", "/api/v1/session", delete(session::sign_out))
 }
 
 /// Every (method, path) the router serves, lower-case methods, axum path
@@ -159,6 +169,8 @@ pub fn route_table() -> Vec<(&'static str, &'static str)> {
 pub fn router(state: AppState) -> Router {
     routes()
         .router
+        // The dashboard's pages and assets (HTML, not in openapi.yaml).
+        .merge(dashboard::router())
         .fallback(|| async {
             ApiError::not_found("no such endpoint; see openapi.yaml for the API")
         })
@@ -171,6 +183,7 @@ pub fn router(state: AppState) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(axum::middleware::from_fn(guard))
+        .layer(axum::middleware::map_response(dashboard::security_headers))
         .with_state(state)
 }
 

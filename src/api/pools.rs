@@ -271,7 +271,25 @@ pub async fn check_metrics(
         .revision
         .or_else(|| active.as_ref().map(|r| r.revision.clone()))
         .unwrap_or_default();
-    let o = orientation(&st, &spec).await?;
+    // Which pool is the canary matters only to queries that name it; one
+    // that does is never run on a guess (409 needs_adopt instead).
+    let needs_pools = a.checks.iter().any(|c| {
+        crate::gates::uses_pool_vars(&c.query)
+            || c.min_traffic
+                .as_ref()
+                .is_some_and(|m| crate::gates::uses_pool_vars(&m.query))
+            || c.baseline
+                .as_ref()
+                .is_some_and(|b| crate::gates::uses_pool_vars(&b.query))
+    });
+    let o = match orientation(&st, &spec).await {
+        Ok(o) => o,
+        Err(e) if needs_pools => return Err(e),
+        Err(_) => {
+            let [a, b] = spec.traffic.pools().clone();
+            Orientation { canary: a, live: b }
+        }
+    };
     let vars = crate::gates::vars_for(&spec, &rollout, &revision, &o.canary.name)
         .map_err(|e| ApiError::internal(e.0))?;
     let now = st.controller.now();

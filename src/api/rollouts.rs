@@ -166,6 +166,141 @@ fn summary(rec: &RolloutRecord, r: &Rollout, steps: Option<usize>) -> Value {
     })
 }
 
+/// What the dashboard's rollouts page needs beyond `status -o json`: the
+/// observed shares, the write in flight (its raise deadline), why it is
+/// paused, each check's latest verdict, the next step, and who has already
+/// approved the step it waits at. All read from the stored state and the
+/// cached spec: no extra query per rollout.
+fn dashboard_fields(v: &mut Value, r: &Rollout, spec: Option<&Spec>) {
+    v["observed"] = json!(r.observed);
+    v["write"] = match &r.write {
+        Some(w) => json!({
+            "purpose": w.purpose,
+            "share": w.share,
+            "decided_at": ts(w.decided_at),
+            "deadline": w.deadline.map(ts),
+            "failures": w.failures,
+            "last_error": w.last_error,
+        }),
+        None => Value::Null,
+    };
+    v["paused_cause"] = json!(r.paused.as_ref().map(|p| p.cause));
+    v["confirmed_at"] = json!(r.t0.map(ts));
+    v["health"] = json!(
+        r.checks
+            .iter()
+            .map(|(name, c)| json!({
+                "name": name,
+                "last": c.last_counted,
+                "failure_streak": c.failure_streak,
+                "inconclusive_streak": c.inconclusive_streak,
+                "passes": c.passes,
+            }))
+            .collect::<Vec<_>>()
+    );
+    v["approved_by"] = json!(
+        r.approvals
+            .iter()
+            .filter(|a| !a.void && a.step == r.step && a.spec_hash == r.spec_hash)
+            .map(|a| a.principal.as_str())
+            .collect::<Vec<_>>()
+    );
+    v["next_step"] = Value::Null;
+    v["separation_of_duties"] = Value::Null;
+    v["timezone"] = Value::Null;
+    if let Some(spec) = spec {
+        v["next_step"] = json!(spec.steps.get(r.step).map(|s| step_json(r.step, s)));
+        v["separation_of_duties"] = json!(spec.approvals.separation_of_duties);
+        v["timezone"] = json!(spec.windows.timezone.name());
+    }
+}
+
+/// When the rollout's latest raise expired (`raise_expired` event), if it
+/// ever did: the dashboard lists it under "needs attention" until a weight
+/// is confirmed again. One indexed query, made for active rollouts only.
+async fn raise_expired_at(st: &AppState, id: &str) -> Result<Option<i64>, ApiError> {
+    use sqlx::Row;
+    let store = st.controller.store();
+    let sql = match store.backend() {
+        crate::store::Backend::Postgres => {
+            "SELECT MAX(at) AS at FROM events WHERE rollout_id = $1 AND kind = 'raise_expired'"
+        }
+        crate::store::Backend::Sqlite => {
+            "SELECT MAX(at) AS at FROM events WHERE rollout_id = ? AND kind = 'raise_expired'"
+        }
+    };
+    let row = sqlx::query(sql)
+        .bind(id)
+        .fetch_one(store.pool())
+        .await
+        .map_err(ApiError::internal)?;
+    row.try_get::<Option<i64>, _>("at")
+        .map_err(ApiError::internal)
+}
+
+/// How many recent evaluations of each check the rollout endpoint returns
+/// (the dashboard charts them). The store keeps every evaluation.
+const HISTORY: usize = 60;
+
+fn check_threshold(c: &crate::spec::Check) -> Value {
+    json!({
+        "min": c.min,
+        "max": c.max,
+        "failure_limit": c.failure_limit,
+        "baseline": c.baseline.as_ref().map(|b| json!({"min_ratio": b.min_ratio, "max_ratio": b.max_ratio})),
+        "min_traffic": c.min_traffic.as_ref().map(|m| m.min),
+    })
+}
+
+/// How far ahead the rollout endpoint lists permitted windows (the
+/// dashboard's calendar shows 14 days).
+const WINDOW_DAYS: i64 = 14;
+
+/// The spec's permitted windows from `now` for [`WINDOW_DAYS`], each with
+/// what closes it ("equity session", "blackout: …"), so a person sees why
+/// the rollout waits and until when. Bounded: at most 200 windows.
+fn permitted_windows(
+    spec: &Spec,
+    cal: &crate::calendar::Calendar,
+    now: DateTime<Utc>,
+    frozen: bool,
+) -> Value {
+    use crate::windows::{self, Block};
+    let range = Interval::new(now, now + chrono::TimeDelta::days(WINDOW_DAYS));
+    let freeze = if frozen { vec![range] } else { vec![] };
+    let list: Vec<Value> = windows::explain(&spec.window_rules(), cal, range, &freeze)
+        .into_iter()
+        .take(200)
+        .map(|e| {
+            let closed_by = match e.closed_by.as_ref().map(|b| &b.block) {
+                Some(Block::Session { segment, .. }) => format!("{segment} session"),
+                Some(Block::Blackout(bl)) => format!("blackout: {}", bl.name),
+                Some(Block::Deny(name)) => format!("deny window {name}"),
+                Some(Block::Coverage) => format!(
+                    "calendar {} ends (valid until {})",
+                    cal.name, cal.valid_until
+                ),
+                Some(Block::Freeze) => "global freeze".to_string(),
+                None => match e.allow_ends {
+                    Some(a) => format!("allow window {a} ends"),
+                    None => "beyond the range shown".to_string(),
+                },
+            };
+            json!({
+                "start": ts(e.window.start),
+                "end": ts(e.window.end),
+                "closed_by": closed_by,
+                "long_enough": e.window.end - e.window.start >= spec.windows.min_remaining,
+            })
+        })
+        .collect();
+    json!(list)
+}
+
+fn ms_ts(ms: i64) -> Option<String> {
+    DateTime::<Utc>::from_timestamp_millis(ms).map(ts)
+}
+
 fn step_json(index: usize, s: &Step) -> Value {
     match s {
         Step::SetWeight(w) => json!({"index": index, "type": "set_weight", "weight": w}),
@@ -251,6 +386,11 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
         }
     };
     let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+    dashboard_fields(&mut v, &r, spec.as_deref());
+    v["raise_expired_at"] = match raise_expired_at(st, &rec.id).await? {
+        Some(ms) => json!(ms_ts(ms)),
+        None => Value::Null,
+    };
     v["weights"] = json!({
         "desired": r.desired,
         "confirmed": r.confirmed,
@@ -261,17 +401,37 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
         None => Value::Null,
     };
     v["override_checks"] = json!(r.override_checks);
-    // Latest stored result per check, newest first from the store.
+    // Latest stored result per check, and a short history for the
+    // dashboard's chart (oldest first), from the newest results.
     let results = c
         .store()
-        .check_results(&rec.id, (r.checks.len().max(1) * 10) as i64)
+        .check_results(&rec.id, (r.checks.len().max(1) * HISTORY) as i64)
         .await?;
     let mut latest: BTreeMap<&str, Value> = BTreeMap::new();
+    let mut history: BTreeMap<&str, Vec<Value>> = BTreeMap::new();
     for res in &results {
         latest.entry(res.check_name.as_str()).or_insert_with(|| {
             json!({"at": ts(res.at), "query": res.query, "value": res.value, "verdict": res.verdict, "reason": res.reason, "in_session": res.in_session})
         });
+        let h = history.entry(res.check_name.as_str()).or_default();
+        if h.len() < HISTORY {
+            h.push(json!({"at": ts(res.at), "value": res.value, "verdict": res.verdict}));
+        }
     }
+    for h in history.values_mut() {
+        h.reverse();
+    }
+    // Each check's thresholds, so the dashboard can say "0.4% ≤ 1%".
+    let thresholds: BTreeMap<&str, Value> = spec
+        .as_ref()
+        .and_then(|s| s.analysis.as_ref())
+        .map(|a| {
+            a.checks
+                .iter()
+                .map(|ch| (ch.name.as_str(), check_threshold(ch)))
+                .collect()
+        })
+        .unwrap_or_default();
     let min_passes = spec
         .as_ref()
         .and_then(|s| s.analysis.as_ref())
@@ -288,6 +448,8 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
                 "last_counted": s.last_counted,
                 "last_at": s.last_at.map(ts),
                 "latest": latest.get(name.as_str()).cloned(),
+                "history": history.get(name.as_str()).cloned().unwrap_or_default(),
+                "threshold": thresholds.get(name.as_str()).cloned(),
             }))
             .collect::<Vec<_>>()
     );
@@ -300,6 +462,7 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
     v["approval"] = Value::Null;
     v["spec_steps"] = Value::Null;
     v["plan"] = Value::Null;
+    v["windows"] = Value::Null;
     v["calendar"] = Value::Null;
     v["pools"] = Value::Null;
     if let Some(spec) = &spec {
@@ -339,12 +502,15 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
             let frozen = c.store().freeze().await?.on;
             // Planning walks the windows to the end of coverage: CPU work,
             // done on the blocking pool so async workers stay free.
-            let (spec2, r2) = (spec.clone(), r.clone());
+            let (spec2, r2, cal2) = (spec.clone(), r.clone(), cal.clone());
             let plan =
-                tokio::task::spawn_blocking(move || projected(&spec2, &cal, &r2, now, frozen))
+                tokio::task::spawn_blocking(move || projected(&spec2, &cal2, &r2, now, frozen))
                     .await
                     .map_err(|e| ApiError::internal(format!("plan projection failed: {e}")))?;
             v["plan"] = json!(plan);
+            if !r.state.is_terminal() {
+                v["windows"] = permitted_windows(spec, &cal, now, frozen);
+            }
         }
         if !r.state.is_terminal()
             && let Ok((o, true)) = c.orientation_of(spec).await
@@ -474,8 +640,14 @@ pub async fn list(
         .take(limit as usize)
     {
         let r = engine_state(rec)?;
-        let steps = st.controller.spec_for(rec).ok().map(|s| s.steps.len());
-        out.push(summary(rec, &r, steps));
+        let spec = st.controller.spec_for(rec).ok();
+        let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+        dashboard_fields(&mut v, &r, spec.as_deref());
+        v["raise_expired_at"] = match r.state.is_terminal() {
+            true => Value::Null,
+            false => json!(raise_expired_at(&st, &rec.id).await?.and_then(ms_ts)),
+        };
+        out.push(v);
     }
     Ok(Json(json!(out)))
 }

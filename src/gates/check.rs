@@ -47,6 +47,28 @@ pub fn render(query: &str, vars: &Vars) -> String {
     out
 }
 
+/// Does `query` use a variable that depends on which pool is the canary
+/// (`{{canary_pool}}`, `{{live_pool}}`, `{{canary_servers}}`,
+/// `{{live_servers}}`)? A query that does cannot be run before that is known.
+pub fn uses_pool_vars(query: &str) -> bool {
+    let mut rest = query;
+    while let Some(open) = rest.find("{{") {
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            return false;
+        };
+        let name = after[..close].trim();
+        if matches!(
+            name,
+            "canary_pool" | "live_pool" | "canary_servers" | "live_servers"
+        ) {
+            return true;
+        }
+        rest = &after[close + 2..];
+    }
+    false
+}
+
 /// Which PromQL string literal (if any) the text scanned so far leaves us in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Quote {

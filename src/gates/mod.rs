@@ -11,7 +11,7 @@ pub mod prometheus;
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
-pub use check::{evaluate, render, vars_for, verdict};
+pub use check::{evaluate, render, uses_pool_vars, vars_for, verdict};
 
 pub use crate::engine::Verdict;
 
