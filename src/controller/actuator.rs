@@ -110,6 +110,9 @@ impl Controller {
                 to: *share,
                 deadline: *d,
                 world: self.clone() as Arc<dyn GateWorld>,
+                // Filled from the rollout's current write right before it
+                // is executed (`actuate`).
+                landed: Default::default(),
             },
             _ => Permit::decrease(format!("{purpose:?} to {share}% for {}", rec.id)),
         };
@@ -324,6 +327,11 @@ async fn actuate(ctl: &Arc<Controller>, target: &str, job: &mut Job) -> Result<(
         tracing::debug!(rollout = %id, version, "Stale write dropped.");
         return Ok(());
     }
+    // Where earlier attempts of this raise landed: the gate never raises
+    // one of those endpoints again once someone lowered it.
+    if let (Permit::Raise { landed, .. }, Some(w)) = (&mut job.permit, &r.write) {
+        *landed = w.landed.clone();
+    }
     // Test builds only (`--features failpoints`): die between "raise
     // decided and committed" and "written", to prove crash recovery.
     #[cfg(feature = "failpoints")]
@@ -375,6 +383,11 @@ async fn actuate(ctl: &Arc<Controller>, target: &str, job: &mut Job) -> Result<(
                 share,
                 confirmed: rep.confirmed,
                 detail: rep.detail,
+                endpoints: rep
+                    .endpoints
+                    .iter()
+                    .filter_map(|(e, r)| r.as_ref().ok().map(|s| (e.clone(), *s)))
+                    .collect(),
             }
         }
         // Someone else wrote the target (a Consul CAS conflict): a raise is
@@ -398,6 +411,7 @@ async fn actuate(ctl: &Arc<Controller>, target: &str, job: &mut Job) -> Result<(
                 share,
                 confirmed: false,
                 detail: e.to_string(),
+                endpoints: Default::default(),
             }
         }
     };

@@ -164,8 +164,9 @@ impl Machine<'_, '_> {
                 share,
                 confirmed,
                 detail,
+                endpoints,
             } => {
-                self.applied(version, share, confirmed, &detail);
+                self.applied(version, share, confirmed, &detail, &endpoints);
                 Ok(())
             }
             Input::Observed {
@@ -370,7 +371,14 @@ impl Machine<'_, '_> {
         }
     }
 
-    fn applied(&mut self, version: u64, share: u32, confirmed: bool, detail: &str) {
+    fn applied(
+        &mut self,
+        version: u64,
+        share: u32,
+        confirmed: bool,
+        detail: &str,
+        endpoints: &BTreeMap<String, f64>,
+    ) {
         let Some(w) = self.r.write.clone() else {
             return;
         };
@@ -389,6 +397,12 @@ impl Machine<'_, '_> {
                 w.failures += 1;
                 w.last_error = Some(detail.to_string());
                 w.failed_at = Some(now);
+                if w.purpose == Purpose::Raise {
+                    for (ep, s) in endpoints {
+                        let e = w.landed.entry(ep.clone()).or_insert(*s);
+                        *e = e.max(*s);
+                    }
+                }
             }
             self.event(
                 EventKind::ApplyFailed,
@@ -434,6 +448,31 @@ impl Machine<'_, '_> {
         // R). A reading alone says nothing about the drain, nor about an
         // endpoint that did not answer.
         if self.r.state == State::RollingBack {
+            return;
+        }
+        // A raise in flight that had landed on an endpoint which now reads
+        // lower: someone lowered it (a person, a reload) before the raise
+        // was confirmed. Never send it there again: pause, like drift.
+        let lowered = self.r.write.as_ref().and_then(|w| {
+            w.landed.iter().find_map(|(ep, l)| {
+                let v = *self.r.observed.get(ep)?;
+                (v < l - DRIFT_TOLERANCE).then(|| (ep.clone(), v, *l, w.share))
+            })
+        });
+        if let Some((endpoint, v, l, to)) = lowered {
+            let why = format!(
+                "observed {}% on {endpoint}, where the raise to {to}% had landed at {}% — manual change or reload?",
+                fmt_share(v),
+                fmt_share(l)
+            );
+            self.event(EventKind::DriftDetected, why.clone());
+            self.notify(EventKind::DriftDetected, why.clone());
+            self.void_override("drift");
+            if self.r.state != State::Paused {
+                // The pause cancels the raise; its revert is a decrease,
+                // which the gate never lets raise an endpoint.
+                self.pause(PauseCause::Drift, "muhurat", &why);
+            }
             return;
         }
         let lo = match &self.r.write {
@@ -679,31 +718,10 @@ impl Machine<'_, '_> {
         }
         self.r.paused = None;
         self.r.desired = 0;
-        // Nothing to undo only when nothing was ever written and the last
-        // reading covered every endpoint at 0; otherwise write 0 and drain
-        // (harmless if already so) and wait for its confirmation.
-        let untouched = self.r.confirmed == 0
-            && !self.r.ever_written
-            && self.r.write.is_none()
-            && !self.r.observed.is_empty()
-            && self.r.unreachable.is_empty()
-            && self.r.observed.values().all(|v| *v <= DRIFT_TOLERANCE);
-        if untouched {
-            let w = Write {
-                purpose,
-                share: 0,
-                version: self.r.version + 1,
-                decided_at: self.now,
-                deadline: None,
-                drain_and_shutdown: true,
-                why,
-                failures: 0,
-                last_error: None,
-                failed_at: None,
-            };
-            self.finish_decrease(&w);
-            return;
-        }
+        // Even when this rollout never wrote anything, a reading of 0 may be
+        // old (a canary raised by hand since, an endpoint down): the
+        // rollback writes 0 and drains, and ends only on its own confirmed
+        // write (invariant R). Harmless when the canary is at 0 already.
         self.start_write(purpose, 0, None, true, why);
         self.r.state = State::RollingBack;
     }
@@ -741,6 +759,7 @@ impl Machine<'_, '_> {
             failures: 0,
             last_error: None,
             failed_at: None,
+            landed: BTreeMap::new(),
         };
         self.effects.push(self.apply_effect(&w));
         self.r.write = Some(w);

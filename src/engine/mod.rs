@@ -140,7 +140,7 @@ pub enum Purpose {
 }
 
 /// The weight write in flight, until confirmed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Write {
     pub purpose: Purpose,
     pub share: u32,
@@ -161,6 +161,12 @@ pub struct Write {
     /// not before `failed_at + APPLY_RETRY`.
     #[serde(default)]
     pub failed_at: Option<DateTime<Utc>>,
+    /// Raises only: per endpoint, the highest share this raise was read
+    /// back at. An endpoint that later reads lower was lowered by someone
+    /// (a person, a reload): the raise is never sent there again, and the
+    /// rollout pauses.
+    #[serde(default)]
+    pub landed: BTreeMap<String, f64>,
 }
 
 /// One check's verdict at one evaluation.
@@ -402,6 +408,9 @@ pub enum Input {
         /// Read back equal on every endpoint, twice, from the same process.
         confirmed: bool,
         detail: String,
+        /// The share each endpoint was read back at, where it was.
+        #[serde(default)]
+        endpoints: BTreeMap<String, f64>,
     },
     /// Canary share per endpoint, as read, and the endpoints that did not
     /// answer (a reading with holes proves nothing about them).

@@ -133,6 +133,7 @@ fn applied(version: u64, share: u32) -> Input {
         share,
         confirmed: true,
         detail: "ok".into(),
+        endpoints: Default::default(),
     }
 }
 
@@ -291,6 +292,7 @@ fn raise_expires_at_its_deadline(#[case] confirmation: Option<bool>) {
             share: 10,
             confirmed: c,
             detail: "slow".into(),
+            endpoints: Default::default(),
         },
     };
     let tr = w.step(&r, input, ist(4, "08:30"));
@@ -321,6 +323,7 @@ fn unconfirmed_raise_is_retried_only_before_its_deadline() {
         share: 10,
         confirmed: false,
         detail: "endpoint 2 read back 0".into(),
+        endpoints: Default::default(),
     };
     let tr = w.step(&r, failed, ist(3, "16:01"));
     assert_eq!(kinds(&tr), vec![EventKind::ApplyFailed]);
@@ -976,6 +979,7 @@ fn input_for(a: &Action, r: &Rollout, now: DateTime<Utc>) -> Option<Input> {
                 share: w.share,
                 confirmed: false,
                 detail: "x".into(),
+                endpoints: Default::default(),
             }
         }
         Action::ApplyStale => applied(r.version + 7, 100),
@@ -1171,6 +1175,7 @@ fn rollback_is_not_complete_from_a_partial_reading() {
         share: 0,
         confirmed: false,
         detail: "endpoint tcp:10.0.0.5:9999: timed out".into(),
+        endpoints: Default::default(),
     };
     let tr = w.step(&tr.rollout, failed, ist(4, "11:01"));
     assert_eq!(tr.rollout.state, State::RollingBack);
@@ -1239,4 +1244,43 @@ fn a_blocked_raise_in_an_open_window_backs_off() {
         wake.is_some_and(|at| at >= ist(3, "16:30") + RAISE_BLOCKED_RETRY),
         "{wake:?}"
     );
+}
+
+/// Found by the simulation: a raise that landed on one endpoint and not the
+/// other was retried over an operator's later lowering of the first (the
+/// engine had never confirmed it, so saw no drift).
+#[test]
+fn a_lowering_of_a_partly_landed_raise_pauses_instead_of_being_raised_back() {
+    let w = World::std();
+    let r = w.new_rollout(ist(3, "10:00"));
+    let r = w.step(&r, Input::PreflightPassed, ist(3, "10:00")).rollout;
+    let r = w.step(&r, Input::Tick, ist(3, "16:00")).rollout;
+    let v = r.write.as_ref().unwrap().version;
+    let partial = Input::Applied {
+        version: v,
+        share: 10,
+        confirmed: false,
+        detail: "tcp:10.0.0.5:9999 refused".into(),
+        endpoints: [("unix:/run/h.sock".to_string(), 10.0)].into(),
+    };
+    let r = w.step(&r, partial, ist(3, "16:01")).rollout;
+    assert_eq!(r.write.as_ref().unwrap().landed["unix:/run/h.sock"], 10.0);
+    // A person takes it back to 0 on that endpoint.
+    let tr = w.step(
+        &r,
+        Input::Observed {
+            shares: [("unix:/run/h.sock".to_string(), 0.0)].into(),
+            unreachable: [("tcp:10.0.0.5:9999".to_string(), "refused".to_string())].into(),
+        },
+        ist(3, "16:02"),
+    );
+    assert_eq!(
+        tr.rollout.state,
+        State::Paused,
+        "{:?}",
+        tr.rollout.waiting_for
+    );
+    assert!(kinds(&tr).contains(&EventKind::DriftDetected));
+    // The raise is gone; what is written now is a decrease (no deadline).
+    assert!(applies(&tr).iter().all(|(s, d, _)| *s == 0 && d.is_none()));
 }

@@ -59,12 +59,16 @@ pub enum Permit {
     Decrease { why: String },
     /// A raise the engine decided and committed (`rollout`, write `version`)
     /// to `to`%, valid until `deadline` while `world` allows raises.
+    /// `landed`: per endpoint, the share an earlier attempt of this raise
+    /// was read back at — an endpoint now below it was lowered by someone
+    /// since, and is never raised back by a retry.
     Raise {
         rollout: String,
         version: u64,
         to: u32,
         deadline: DateTime<Utc>,
         world: Arc<dyn GateWorld>,
+        landed: std::collections::BTreeMap<String, f64>,
     },
 }
 
@@ -133,8 +137,16 @@ impl Permit {
                 to,
                 deadline,
                 world,
+                landed,
                 ..
             } => {
+                if let Some(l) = landed.get(endpoint)
+                    && baseline < l - RAISE_ROUNDING
+                {
+                    return Err(refuse(format!(
+                        "this raise had landed at {l:.2}% here and the endpoint now reads                          {baseline:.2}%: someone lowered it (a person, a reload) — not raised back"
+                    )));
+                }
                 if after > f64::from(*to) + RAISE_ROUNDING {
                     return Err(refuse(format!(
                         "it would take the canary to {after:.2}%, above the {to}% this raise may write"
@@ -187,6 +199,7 @@ pub mod testing {
             to,
             deadline: world.now() + TimeDelta::hours(1),
             world,
+            landed: Default::default(),
         }
     }
 }
@@ -221,6 +234,7 @@ mod tests {
             to: 10,
             deadline: t(deadline),
             world,
+            landed: Default::default(),
         }
     }
 
@@ -269,6 +283,29 @@ mod tests {
         assert!(e.why.contains("freeze"), "{e}");
         *w.blocked.lock().unwrap() = None;
         assert!(p.admit("ep", "set weight b/g1 1", 5.0, 10.0, SEC).is_ok());
+    }
+
+    #[test]
+    fn a_retried_raise_never_raises_an_endpoint_someone_lowered_since() {
+        let w = Arc::new(World {
+            now: Mutex::new(t("2026-12-07T18:00:00Z")),
+            blocked: Mutex::new(None),
+        });
+        let p = Permit::Raise {
+            rollout: "r".into(),
+            version: 2,
+            to: 10,
+            deadline: t("2026-12-07T19:00:00Z"),
+            world: w,
+            landed: [("a".to_string(), 10.0)].into(),
+        };
+        // a had 10% from the first attempt; a person set it to 0.
+        let e = p
+            .admit("a", "set weight b/g1 1", 0.0, 10.0, SEC)
+            .unwrap_err();
+        assert!(e.why.contains("lowered"), "{e}");
+        // b never got it: the retry may raise b.
+        assert!(p.admit("b", "set weight b/g1 1", 0.0, 10.0, SEC).is_ok());
     }
 
     #[test]
