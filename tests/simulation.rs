@@ -532,7 +532,7 @@ impl World {
                 } else if self.calm {
                     // The real loop for a few hours: a pass every few minutes.
                     let hours = self.rng.range(1, 10);
-                    let every = TimeDelta::minutes(self.rng.range(3, 20));
+                    let every = TimeDelta::minutes(self.rng.range(5, 30));
                     let until = (self.clock.now() + TimeDelta::hours(hours)).min(sim_cap());
                     while self.clock.now() + every <= until {
                         self.clock.advance(every);
@@ -1088,15 +1088,15 @@ impl World {
                     self.model.expected_live = Some(canary);
                 }
                 State::RolledBack | State::Aborted
-                    if !r.ever_written && self.tolerated.contains(KNOWN_UNTOUCHED_STALE) =>
+                    if !r.ever_written
+                        && self.tolerated.contains(KNOWN_UNTOUCHED_STALE)
+                        && !self.untouched_ok(&canary) =>
                 {
                     // KNOWN DEFECT (reported to the lead, see
                     // KNOWN_UNTOUCHED_STALE): a rollout that never wrote is
                     // declared done from its last reading, however old.
-                    if !self.untouched_ok(&canary) {
-                        self.note(format!("   tolerated {KNOWN_UNTOUCHED_STALE}: {id}"));
-                        count(&mut self.stats, KNOWN_UNTOUCHED_STALE);
-                    }
+                    self.note(format!("   tolerated {KNOWN_UNTOUCHED_STALE}: {id}"));
+                    count(&mut self.stats, KNOWN_UNTOUCHED_STALE);
                 }
                 State::RolledBack | State::Aborted => {
                     // R: complete only when every endpoint says so.
@@ -1252,26 +1252,26 @@ impl World {
 ///
 /// R, untouched rollouts: `decrease_to_zero` (src/engine/machine.rs) ends a
 /// rollout that never wrote at once, trusting `observed` — the last reading,
-/// however old (days, in seed 3) and whatever happened since: endpoints
-/// down, canary raised by hand. Seen: aborted with both endpoints down and
-/// the canary at 15 % and 21 % by hand.
+/// however old and whatever happened since: endpoints down, canary raised
+/// by hand. Seeds (SIM_STRICT=1): 11 and 50 (aborted with an endpoint
+/// down), 19 (aborted with the canary at 33 % by hand on a).
 const KNOWN_UNTOUCHED_STALE: &str = "untouched_rollback_from_a_stale_reading";
 
 /// W, clock trust: the gate's `raise_blocked` (src/controller/actuator.rs)
 /// asks `clock_status()`, which uses the kernel state measured at the last
 /// *pass* (kept for 10 minutes), not the kernel's state at the command. A
 /// raise that a person's command causes between passes (resume, approve)
-/// goes out with the kernel reporting unsynchronised (seed 169: kernel
-/// unsynchronised, then resume → 0 → 10 % on two endpoints).
+/// goes out with the kernel reporting unsynchronised. Seeds
+/// (SIM_STRICT=raise_under_a_stale_kernel_clock_reading): 339, 482, 552, 605.
 const KNOWN_STALE_KERNEL: &str = "raise_under_a_stale_kernel_clock_reading";
 
 /// O: a raise that is retried (an unconfirmed write, Tick) or continued
 /// re-sends the full share to every endpoint; the gate only compares with
 /// the share each endpoint has *now*, so an endpoint an operator lowered
 /// since muhurat wrote it is raised back — and when the raise was never
-/// confirmed (`confirmed` 0), the engine never even records a drift (seed
-/// 55: 10 % landed on a, b down; the operator sets a to 0; the retry writes
-/// a 0 → 10 %).
+/// confirmed (`confirmed` 0), the engine never even records a drift (10 %
+/// landed on a, b down; the operator sets a to 0; the retry writes a
+/// 0 → 10 %). Seeds (SIM_STRICT=1): 1, 110, 120, 137.
 const KNOWN_RAISE_OVER_UNSEEN_LOWERING: &str = "raise_over_an_operator_lowering_not_yet_seen";
 
 const KNOWN_DEFECTS: &[&str] = &[
@@ -1493,7 +1493,7 @@ fn simulation_keeps_the_invariants_on_random_schedules() {
 }
 
 /// Seeds per CI run: well under a minute on the 2-core CI machine.
-const DEFAULT_SEEDS: u64 = 100;
+const DEFAULT_SEEDS: u64 = 60;
 
 // ---- the defects the simulation found, as scenarios -----------------------
 //
@@ -1561,7 +1561,7 @@ fn raises_since(w: &World, from: usize) -> Vec<Command> {
         .collect()
 }
 
-/// R (KNOWN_UNTOUCHED_STALE, seed 3): a rollout that never wrote is
+/// R (KNOWN_UNTOUCHED_STALE): a rollout that never wrote is
 /// aborted at once from its last reading, however old — here with the
 /// canary at 20 % by hand on one endpoint and the other endpoint down.
 #[tokio::test(flavor = "current_thread")]
@@ -1607,7 +1607,7 @@ async fn abort_before_any_write_is_not_done_from_a_stale_reading() {
     assert!(w.shares_of("blue").values().all(|s| *s == 0.0));
 }
 
-/// W (KNOWN_STALE_KERNEL, seed 169): the gate trusts the kernel clock as
+/// W (KNOWN_STALE_KERNEL): the gate trusts the kernel clock as
 /// measured at the last pass; a person's resume between passes raises with
 /// the kernel reporting unsynchronised.
 #[tokio::test(flavor = "current_thread")]
@@ -1651,7 +1651,7 @@ async fn a_raise_between_passes_checks_the_kernel_clock_at_the_command() {
     );
 }
 
-/// O (KNOWN_RAISE_OVER_UNSEEN_LOWERING, seed 55): a raise that did not
+/// O (KNOWN_RAISE_OVER_UNSEEN_LOWERING): a raise that did not
 /// confirm everywhere is retried to every endpoint — including one an
 /// operator has lowered since it landed there; with nothing confirmed yet,
 /// the engine never even sees a drift.
