@@ -162,7 +162,7 @@ struct Model {
     lowered: BTreeMap<String, DateTime<Utc>>,
     /// The kernel clock changed and no pass has read it since.
     kernel_unread: bool,
-    /// Rollouts started: id → (canary pool, spec yaml).
+    /// Rollouts started: (id, canary pool, spec yaml).
     rollouts: Vec<(String, String, String)>,
     seen_terminal: BTreeSet<String>,
 }
