@@ -1493,8 +1493,9 @@ fn simulation_keeps_the_invariants_on_random_schedules() {
     }
 }
 
-/// Seeds per CI run: well under a minute on the 2-core CI machine.
-const DEFAULT_SEEDS: u64 = 60;
+/// Seeds per CI run: well under a minute on the 2-core CI machine
+/// (measured: 100 seeds × 60 steps in 22 s, 17 s of CPU).
+const DEFAULT_SEEDS: u64 = 100;
 
 // ---- the defects the simulation found, as scenarios -----------------------
 //
