@@ -5,6 +5,8 @@
 //! and a scripted metrics source. PostgreSQL where the store must fail on
 //! cue (a role of the test's own that it can lock out).
 
+#[path = "support/pg_role.rs"]
+mod pg_role;
 #[path = "support/sim.rs"]
 mod sim;
 
@@ -17,31 +19,9 @@ use muhurat::engine::{Input, State};
 use muhurat::gates::Sample;
 use muhurat::store::{Backend, PoolRecord, Store, testing};
 use muhurat::traffic::memory::Hook;
+use pg_role::own_role;
 use sim::*;
 use sqlx::Connection;
-
-/// A login role and schema of its own, so the test can lock it out.
-async fn own_role() -> (String, String) {
-    sqlx::any::install_default_drivers();
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let role = format!("kernel_{tag}");
-    let mut admin = sqlx::AnyConnection::connect(&testing::pg_base())
-        .await
-        .expect("PostgreSQL for tests must be running (see README)");
-    for q in [
-        format!("CREATE ROLE {role} LOGIN"),
-        format!("CREATE SCHEMA {role} AUTHORIZATION {role}"),
-    ] {
-        sqlx::query(&q).execute(&mut admin).await.unwrap();
-    }
-    let base = testing::pg_base();
-    let after_scheme = base.split_once("://").map(|x| x.1).unwrap_or(&base);
-    let host_and_db = after_scheme.split_once('@').map_or(after_scheme, |x| x.1);
-    (
-        role.clone(),
-        format!("postgres://{role}@{host_and_db}?options=-c%20search_path%3D{role}"),
-    )
-}
 
 /// Lock the role out (and drop its connections) or let it in again, from
 /// synchronous code (a hook inside a read or a metrics query).
@@ -93,7 +73,7 @@ async fn at_five_percent(h: &H) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_drift_transition_sends_the_same_reading_again() {
-    let (role, url) = own_role().await;
+    let (role, url) = own_role("kernel").await;
     let store = Store::open(&url).await.unwrap();
     let h = harness_with(store, None, "2026-11-06T12:00:00+05:30").await;
     let id = at_five_percent(&h).await;
@@ -120,7 +100,7 @@ async fn a_failed_drift_transition_sends_the_same_reading_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_check_verdict_is_not_lost_when_its_transition_fails() {
-    let (role, url) = own_role().await;
+    let (role, url) = own_role("kernel").await;
     let store = Store::open(&url).await.unwrap();
     let h = harness_with(store, None, "2026-11-06T12:00:00+05:30").await;
     let id = at_five_percent(&h).await;
@@ -167,7 +147,7 @@ fn in_session_now(h: &H) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outage_evaluation_takes_the_pools_from_memory_and_retries_the_rollback() {
-    let (role, url) = own_role().await;
+    let (role, url) = own_role("kernel").await;
     let store = Store::open(&url).await.unwrap();
     let h = harness_with(store, None, "2026-11-06T12:00:00+05:30").await;
     let id = at_five_percent(&h).await;

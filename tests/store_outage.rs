@@ -2,6 +2,8 @@
 //! is made, but a check that fails still rolls back at once — journalled to
 //! a local file first — and the journal is persisted when the store returns.
 
+#[path = "support/pg_role.rs"]
+mod pg_role;
 #[path = "support/sim.rs"]
 mod sim;
 
@@ -9,31 +11,9 @@ use chrono::TimeDelta;
 use muhurat::engine::State;
 use muhurat::gates::Sample;
 use muhurat::store::{Store, testing};
+use pg_role::own_role;
 use sim::*;
 use sqlx::Connection;
-
-/// A login role and schema of its own, so the test can lock it out.
-async fn own_role() -> (String, String) {
-    sqlx::any::install_default_drivers();
-    let tag = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
-    let role = format!("outage_{tag}");
-    let mut admin = sqlx::AnyConnection::connect(&testing::pg_base())
-        .await
-        .expect("PostgreSQL for tests must be running (see README)");
-    for q in [
-        format!("CREATE ROLE {role} LOGIN"),
-        format!("CREATE SCHEMA {role} AUTHORIZATION {role}"),
-    ] {
-        sqlx::query(&q).execute(&mut admin).await.unwrap();
-    }
-    let base = testing::pg_base();
-    let after_scheme = base.split_once("://").map(|x| x.1).unwrap_or(&base);
-    let host_and_db = after_scheme.split_once('@').map_or(after_scheme, |x| x.1);
-    (
-        role.clone(),
-        format!("postgres://{role}@{host_and_db}?options=-c%20search_path%3D{role}"),
-    )
-}
 
 async fn admin(q: &str) {
     let mut c = sqlx::AnyConnection::connect(&testing::pg_base())
@@ -44,7 +24,7 @@ async fn admin(q: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_check_rolls_back_while_the_store_is_down_and_is_persisted_later() {
-    let (role, url) = own_role().await;
+    let (role, url) = own_role("outage").await;
     let store = Store::open(&url).await.unwrap();
     let h = harness_with(store, None, "2026-11-06T12:00:00+05:30").await;
     let id = h.start(&spec("", STEPS)).await;

@@ -173,7 +173,7 @@ impl Controller {
     }
 
     /// Run a target-level job and wait for its outcome (adopt, preflight's
-    /// prepare).
+    /// prepare). Each call is its own job.
     pub(super) async fn run_target_job(
         self: &Arc<Self>,
         target: &str,
@@ -183,14 +183,8 @@ impl Controller {
         permit: Permit,
     ) -> Result<ApplyReport, TrafficError> {
         let (tx, rx) = oneshot::channel();
-        let job = Job {
-            key: format!("target:{target}:{what}:{}", uuid::Uuid::new_v4().simple()),
-            origin: Origin::Target { what },
-            work,
-            backend,
-            permit,
-            reply: Some(tx),
-        };
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        let job = target_job(target, what, Some(&unique), work, backend, permit, Some(tx));
         if !self.enqueue(target, job) {
             return Err(TrafficError::Other("the actuator is shutting down".into()));
         }
@@ -208,14 +202,7 @@ impl Controller {
         backend: Arc<dyn TrafficBackend>,
         permit: Permit,
     ) -> bool {
-        let job = Job {
-            key: format!("target:{target}:{what}"),
-            origin: Origin::Target { what },
-            work,
-            backend,
-            permit,
-            reply: None,
-        };
+        let job = target_job(target, what, None, work, backend, permit, None);
         self.enqueue(target, job)
     }
 
@@ -229,6 +216,31 @@ impl Controller {
             }
             notified.await;
         }
+    }
+}
+
+/// A target-level job, keyed `target:T:what` (plus `unique` for one that
+/// must not be merged with another of its kind).
+fn target_job(
+    target: &str,
+    what: &'static str,
+    unique: Option<&str>,
+    work: Work,
+    backend: Arc<dyn TrafficBackend>,
+    permit: Permit,
+    reply: Option<Reply>,
+) -> Job {
+    let key = match unique {
+        Some(u) => format!("target:{target}:{what}:{u}"),
+        None => format!("target:{target}:{what}"),
+    };
+    Job {
+        key,
+        origin: Origin::Target { what },
+        work,
+        backend,
+        permit,
+        reply,
     }
 }
 
