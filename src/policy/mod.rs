@@ -10,9 +10,12 @@
 //! `muhurat validate --policy FILE`.
 //!
 //! The one thing a newcomer must know: [`check`] is pure and sees only the
-//! spec. Webhook URLs live in secrets that only the server can read, so the
-//! notifier must call [`Policy::url_allowed`] on the resolved URL at
-//! delivery time; the spec check cannot see them.
+//! spec. It checks every secret the spec names against its binding (the
+//! hosts it may be sent to, [`crate::secrets`]) for the URL the spec would
+//! send it to. Webhook URLs live in secrets that only the server can read,
+//! so `POST /rollouts` and the notifier resolve them and call
+//! [`Policy::url_allowed`] and the binding check on the resolved URL; the
+//! spec check cannot see them.
 
 use std::collections::BTreeMap;
 
