@@ -354,7 +354,7 @@ async fn a_calendar_reload_that_removes_an_active_rollouts_segment_is_refused() 
             ..Config::default()
         },
     );
-    let yaml = "name: web\ncalendar: mini\nsegments: [equity]\ntraffic:\n  haproxy:\n    endpoints: [\"unix:/a.sock\"]\n    backend: web\n    pools: {blue: [b1], green: [g1]}\nsteps:\n  - set_weight: 10\n  - set_weight: 100\n";
+    let yaml = "name: web\ncalendar: mini\nsegments: [equity]\ntraffic:\n  haproxy:\n    endpoints: [\"unix:/a.sock\"]\n    backend: web\n    pools: {blue: [b1], green: [g1]}\nsteps:\n  - set_weight: 10\n  - approval: {min: 1}\n  - set_weight: 100\n";
     let out = c
         .start(StartRequest {
             spec_yaml: yaml.into(),
@@ -367,6 +367,15 @@ async fn a_calendar_reload_that_removes_an_active_rollouts_segment_is_refused() 
     let StartOutcome::Created(rec) = out else {
         panic!()
     };
+    // Let its preflight and first raise land (it then waits for approval).
+    for _ in 0..500 {
+        let r = c.store().rollout(&rec.id).await.unwrap().unwrap();
+        if r.state == "awaiting_approval" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    c.settled().await;
     // The segment is renamed in a new version: refused while active.
     std::fs::write(dir.path().join("mini.yaml"), cal("2", "eq")).unwrap();
     let rep = c.reload_calendars().await.unwrap();

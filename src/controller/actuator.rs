@@ -46,7 +46,13 @@ pub(super) enum Origin {
         degraded: bool,
     },
     /// A target-level decision ([`crate::engine::target`]) or preflight.
-    Target { what: &'static str },
+    /// `expect`: the pools (live, idle) the decision was taken on and that
+    /// no rollout is active — checked again right before it runs, so a
+    /// queued idle-pool hold never runs on a record that changed since.
+    Target {
+        what: &'static str,
+        expect: Option<(String, String)>,
+    },
 }
 
 pub(super) type Reply = oneshot::Sender<Result<ApplyReport, TrafficError>>;
@@ -65,8 +71,12 @@ impl GateWorld for Controller {
         self.clock.now()
     }
 
+    fn not_acting(&self) -> Option<String> {
+        Controller::not_acting(self)
+    }
+
     fn raise_blocked(&self) -> Option<String> {
-        if let Some(why) = self.not_acting() {
+        if let Some(why) = Controller::not_acting(self) {
             return Some(why);
         }
         if self.frozen() {
@@ -81,6 +91,14 @@ impl GateWorld for Controller {
 }
 
 impl Controller {
+    /// A decrease permit whose commands stop when this server stops acting.
+    pub(super) fn decrease_permit(self: &Arc<Self>, why: String) -> Permit {
+        Permit::Decrease {
+            why,
+            world: Some(self.clone() as Arc<dyn GateWorld>),
+        }
+    }
+
     /// Queue the write an engine `Apply` effect decided (`degraded`: while
     /// the store is unreachable). Raises get a raise permit with the effect's
     /// deadline; everything else a decrease permit.
@@ -114,7 +132,7 @@ impl Controller {
                 // is executed (`actuate`).
                 landed: Default::default(),
             },
-            _ => Permit::decrease(format!("{purpose:?} to {share}% for {}", rec.id)),
+            _ => self.decrease_permit(format!("{purpose:?} to {share}% for {}", rec.id)),
         };
         let work = if *drain_and_shutdown {
             Work::Rollback {
@@ -184,7 +202,16 @@ impl Controller {
     ) -> Result<ApplyReport, TrafficError> {
         let (tx, rx) = oneshot::channel();
         let unique = uuid::Uuid::new_v4().simple().to_string();
-        let job = target_job(target, what, Some(&unique), work, backend, permit, Some(tx));
+        let job = target_job(
+            target,
+            what,
+            Some(&unique),
+            None,
+            work,
+            backend,
+            permit,
+            Some(tx),
+        );
         if !self.enqueue(target, job) {
             return Err(TrafficError::Other("the actuator is shutting down".into()));
         }
@@ -194,15 +221,27 @@ impl Controller {
 
     /// Queue a target-level job without waiting (the idle-pool hold); at
     /// most one of each `what` per target at a time. Its outcome is logged.
+    /// It runs only if, when its turn comes, the pools are still `expect`
+    /// (live, idle) and no rollout is active on the target.
     pub(super) fn enqueue_target_job(
         self: &Arc<Self>,
         target: &str,
         what: &'static str,
+        expect: (String, String),
         work: Work,
         backend: Arc<dyn TrafficBackend>,
         permit: Permit,
     ) -> bool {
-        let job = target_job(target, what, None, work, backend, permit, None);
+        let job = target_job(
+            target,
+            what,
+            None,
+            Some(expect),
+            work,
+            backend,
+            permit,
+            None,
+        );
         self.enqueue(target, job)
     }
 
@@ -221,10 +260,12 @@ impl Controller {
 
 /// A target-level job, keyed `target:T:what` (plus `unique` for one that
 /// must not be merged with another of its kind).
+#[allow(clippy::too_many_arguments)]
 fn target_job(
     target: &str,
     what: &'static str,
     unique: Option<&str>,
+    expect: Option<(String, String)>,
     work: Work,
     backend: Arc<dyn TrafficBackend>,
     permit: Permit,
@@ -236,7 +277,7 @@ fn target_job(
     };
     Job {
         key,
-        origin: Origin::Target { what },
+        origin: Origin::Target { what, expect },
         work,
         backend,
         permit,
@@ -287,7 +328,20 @@ async fn actuate(ctl: &Arc<Controller>, target: &str, job: &mut Job) -> Result<(
         return Ok(());
     }
     let (id, version, share, degraded) = match &job.origin {
-        Origin::Target { what } => {
+        Origin::Target { what, expect } => {
+            let what = *what;
+            if let Some((live, idle)) = expect {
+                // Decided on a record that may have changed while queued.
+                let pools = ctl.store.pool_state(target).await?;
+                let busy = ctl.store.active_on_target(target).await?;
+                let same = pools
+                    .as_ref()
+                    .is_some_and(|p| &p.live == live && &p.idle == idle);
+                if !same || busy.is_some() {
+                    tracing::info!(target = %target, what, "Stale target write dropped: the pools changed or a rollout started since it was decided.");
+                    return Ok(());
+                }
+            }
             let res = execute(job).await;
             if let Err(TrafficError::Refused(m)) = &res {
                 ctl.counters.gate_refusals.fetch_add(1, Ordering::Relaxed);

@@ -14,7 +14,6 @@ use super::{ControlError, Controller, TargetView, new_id};
 use crate::engine::{Initiator, Input, Rollout};
 use crate::spec::{self, CalendarLookup, Spec};
 use crate::store::{NewEvent, PoolRecord, RolloutRecord, StoreError};
-use crate::traffic::Permit;
 
 /// A request to start a rollout.
 #[derive(Debug, Clone)]
@@ -188,7 +187,7 @@ impl Controller {
                 "prepare",
                 Work::Prepare,
                 backend.clone(),
-                Permit::decrease(format!(
+                self.decrease_permit(format!(
                     "prepare {id}: drained canary servers back to ready at weight 0"
                 )),
             )

@@ -17,7 +17,7 @@ use super::{ControlError, Controller, TargetView};
 use crate::engine::target::{self as decide, Hold, OrientationError, StoredPools};
 use crate::spec::{Orientation, Spec};
 use crate::store::{NewEvent, PoolRecord, StoreError};
-use crate::traffic::{Permit, TrafficError};
+use crate::traffic::TrafficError;
 
 /// What `adopt` did.
 #[derive(Debug, Clone)]
@@ -121,8 +121,14 @@ impl Controller {
                 "cannot read target {target}: {e}; nothing was written"
             ))
         })?;
+        let record = self.store.pool_state(&target).await?;
+        let stored = record.as_ref().map(|p| StoredPools {
+            live: &p.live,
+            idle: &p.idle,
+        });
         let d = decide::adopt(
             spec,
+            stored,
             live,
             &reading.shares(),
             &reading.unreachable(),
@@ -138,7 +144,7 @@ impl Controller {
                     "adopt",
                     Work::Apply { share: 0 },
                     backend,
-                    Permit::decrease(format!(
+                    self.decrease_permit(format!(
                         "adopt {} as live on {target}",
                         d.orientation.live.name
                     )),
@@ -261,9 +267,10 @@ impl Controller {
         self.enqueue_target_job(
             &p.target,
             "idle_hold",
+            (p.live.clone(), p.idle.clone()),
             Work::Apply { share: 0 },
             backend,
-            Permit::decrease(format!("idle pool {} held at 0", p.idle)),
+            self.decrease_permit(format!("idle pool {} held at 0", p.idle)),
         );
     }
 }

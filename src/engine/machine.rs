@@ -970,6 +970,10 @@ impl Machine<'_, '_> {
             Some("the clock is not trusted (unsynchronised or skewed: see /readyz); no raise until it is".into())
         } else if !self.ctx.canary_up {
             Some("no canary server is UP".into())
+        } else if !self.ctx.live_up {
+            // HAProxy sends nothing to DOWN servers: with the live pool
+            // down, any canary weight would carry all the traffic.
+            Some("no live server is UP: a raise would send all traffic to the canary".into())
         } else {
             None
         }

@@ -130,6 +130,7 @@ pub struct Adopt {
 /// is for). `other_shares` are the other pool's shares per endpoint.
 pub fn adopt(
     spec: &Spec,
+    stored: Option<StoredPools<'_>>,
     live: &str,
     other_shares: &BTreeMap<String, f64>,
     unreachable: &BTreeMap<String, String>,
@@ -172,6 +173,24 @@ pub fn adopt(
         ));
     }
     let write_zero = other_shares.values().any(|s| *s > 0.0);
+    // With pools on record, taking traffic off the recorded live pool
+    // moves it onto the other one: only a rollout may do that. Recording a
+    // pool that already carries everything moves nothing and is allowed.
+    if let Some(p) = stored
+        && p.live != live_pool.name
+        && write_zero
+    {
+        return Err(format!(
+            "refused: {} is the recorded live pool of {target}; adopting {} would take traffic              off it ({}), which only a rollout may do, inside a permitted window. Move the              traffic by hand first if you mean to (then adopt records it). Nothing was written.",
+            p.live,
+            live_pool.name,
+            other_shares
+                .iter()
+                .map(|(e, s)| format!("{e}: {} {s:.1}%", p.live))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
     let why = if write_zero {
         format!(
             "{by} adopted {} as the live pool of {target}; {} set to 0 (from {})",
@@ -310,15 +329,37 @@ mod tests {
         let s = spec();
         let none = BTreeMap::new();
         // green carries 0%: adopting it would move all traffic onto it.
-        let e = adopt(&s, "green", &shares(&[("a", 100.0)]), &none, "ravi").unwrap_err();
+        let e = adopt(&s, None, "green", &shares(&[("a", 100.0)]), &none, "ravi").unwrap_err();
         assert!(e.contains("refused"), "{e}");
         // blue carries 90%: adopting it sets green (10%) to 0.
-        let d = adopt(&s, "blue", &shares(&[("a", 10.0)]), &none, "ravi").unwrap();
+        let d = adopt(&s, None, "blue", &shares(&[("a", 10.0)]), &none, "ravi").unwrap();
         assert!(d.write_zero);
         assert_eq!(d.orientation.canary.name, "green");
         // a hole in the reading: refused.
         let down = [("b".to_string(), "timeout".to_string())].into();
-        assert!(adopt(&s, "blue", &shares(&[("a", 10.0)]), &down, "ravi").is_err());
+        assert!(adopt(&s, None, "blue", &shares(&[("a", 10.0)]), &down, "ravi").is_err());
+    }
+
+    /// Review finding: with blue recorded live and green at 51% by hand,
+    /// adopting green wrote blue to 0 — all traffic onto the non-live pool
+    /// at any hour.
+    #[test]
+    fn adopt_never_takes_traffic_off_the_recorded_live_pool() {
+        let s = spec();
+        let none = BTreeMap::new();
+        let stored = Some(StoredPools {
+            live: "blue",
+            idle: "green",
+        });
+        // other_shares are blue's (adopting green): 49% still on blue.
+        let e = adopt(&s, stored, "green", &shares(&[("a", 49.0)]), &none, "ravi").unwrap_err();
+        assert!(e.contains("recorded live pool"), "{e}");
+        // Green carrying everything already: recording it moves nothing.
+        let d = adopt(&s, stored, "green", &shares(&[("a", 0.0)]), &none, "ravi").unwrap();
+        assert!(!d.write_zero);
+        // Adopting the recorded live pool: a decrease of green, allowed.
+        let d = adopt(&s, stored, "blue", &shares(&[("a", 20.0)]), &none, "ravi").unwrap();
+        assert!(d.write_zero);
     }
 
     #[test]

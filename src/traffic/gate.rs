@@ -49,14 +49,24 @@ pub trait GateWorld: Send + Sync {
     /// Why no raise may be written right now (the global freeze is on, the
     /// clock is not trusted), or `None`.
     fn raise_blocked(&self) -> Option<String>;
+
+    /// Why no command at all may be sent now (this server lost its
+    /// one-server lock), or `None`.
+    fn not_acting(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The authority a write carries down to the wire.
 #[derive(Clone)]
 pub enum Permit {
     /// May lower the canary share, never raise it above where each endpoint
-    /// was when the write began.
-    Decrease { why: String },
+    /// was when the write began. With a `world`, no command is sent while
+    /// it says this server is not acting.
+    Decrease {
+        why: String,
+        world: Option<Arc<dyn GateWorld>>,
+    },
     /// A raise the engine decided and committed (`rollout`, write `version`)
     /// to `to`%, valid until `deadline` while `world` allows raises.
     /// `landed`: per endpoint, the share an earlier attempt of this raise
@@ -75,7 +85,7 @@ pub enum Permit {
 impl std::fmt::Debug for Permit {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Permit::Decrease { why } => write!(f, "Permit::Decrease({why})"),
+            Permit::Decrease { why, .. } => write!(f, "Permit::Decrease({why})"),
             Permit::Raise {
                 rollout,
                 version,
@@ -100,8 +110,12 @@ pub struct GateRefusal {
 }
 
 impl Permit {
+    /// A decrease for tools and tests (no world: nothing can stop it).
     pub fn decrease(why: impl Into<String>) -> Permit {
-        Permit::Decrease { why: why.into() }
+        Permit::Decrease {
+            why: why.into(),
+            world: None,
+        }
     }
 
     pub fn is_raise(&self) -> bool {
@@ -125,11 +139,18 @@ impl Permit {
             command: command.to_string(),
             why,
         };
+        let world = match self {
+            Permit::Decrease { world, .. } => world.as_ref(),
+            Permit::Raise { world, .. } => Some(world),
+        };
+        if let Some(why) = world.and_then(|w| w.not_acting()) {
+            return Err(refuse(format!("this server is not acting: {why}")));
+        }
         if after <= baseline + SHARE_EPSILON {
             return Ok(());
         }
         match self {
-            Permit::Decrease { why } => Err(refuse(format!(
+            Permit::Decrease { why, .. } => Err(refuse(format!(
                 "it would take the canary from {baseline:.2}% to {after:.2}%, and this write ({why}) \
                  may only lower it — a person or a reload lowered it since it was decided?"
             ))),
