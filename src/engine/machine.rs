@@ -1113,16 +1113,12 @@ impl Machine<'_, '_> {
             while j < all.len() && all[j].date == date {
                 j += 1;
             }
-            let open = all[i..j]
+            // `all[i]` exists (i < len): the day's first open and last close.
+            let (open, close) = all[i..j]
                 .iter()
-                .map(|s| s.interval.start)
-                .min()
-                .expect("non-empty");
-            let close = all[i..j]
-                .iter()
-                .map(|s| s.interval.end)
-                .max()
-                .expect("non-empty");
+                .fold((all[i].interval.start, all[i].interval.end), |(o, c), s| {
+                    (o.min(s.interval.start), c.max(s.interval.end))
+                });
             i = j;
             if close > self.now {
                 break;

@@ -201,9 +201,9 @@ pub mod testing {
     pub struct OpenWorld;
 
     impl GateWorld for OpenWorld {
-        #[allow(clippy::disallowed_methods)]
         fn now(&self) -> DateTime<Utc> {
-            Utc::now()
+            use crate::clock::Clock;
+            crate::clock::SystemClock.now()
         }
         fn raise_blocked(&self) -> Option<String> {
             None
