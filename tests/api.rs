@@ -1671,6 +1671,54 @@ async fn rollout_detail_says_which_times_rest_on_provisional_data() {
     }
 }
 
+/// The dashboard's timeline names the rule that closes each wait: after
+/// approval on Monday 20:00 IST the raise to 5% waits for the commodity
+/// session (open until 23:55) and its guard; the plan's step, the rollout's
+/// `next_window_after` and its permitted windows all say so, and `guard`
+/// carries the margins the calendar page draws.
+#[tokio::test]
+async fn rollout_detail_names_the_rule_each_wait_waits_for() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap().to_string();
+    let hash = r["spec_hash"].as_str().unwrap().to_string();
+    let path = format!("/api/v1/rollouts/{id}");
+    let (_, v) = h.call("viewer", "GET", &path, None).await;
+    // Awaiting approval: no window is awaited yet, but the plan already
+    // says what the raise after it will wait for.
+    assert_eq!(v["next_window_after"], Value::Null, "{v}");
+    let raise = &v["plan"]["steps"][1];
+    assert_eq!(raise["type"], "set_weight", "{v}");
+    let waits = raise["waits_for"].as_str().unwrap_or_default();
+    assert!(
+        waits.starts_with("the commodity session ends (+"),
+        "{raise}"
+    );
+    assert_eq!(
+        v["guard"]["segments"].as_array().map(Vec::len),
+        Some(4),
+        "{v}"
+    );
+    assert!(
+        v["guard"]["after_close_seconds"].as_i64().unwrap() > 0,
+        "{v}"
+    );
+    let (s, v) = h
+        .call(
+            "approver",
+            "POST",
+            &format!("{path}/approve"),
+            Some(json!({"step": 0, "spec_hash": hash})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let (_, v) = h.call("viewer", "GET", &path, None).await;
+    assert_eq!(v["state"], "waiting_for_window", "{v}");
+    assert_eq!(v["next_window_after"].as_str(), Some(waits), "{v}");
+    assert_eq!(v["windows"][0]["start"], v["next_window"], "{v}");
+    assert_eq!(v["windows"][0]["opens_after"].as_str(), Some(waits), "{v}");
+}
+
 // ---- hostile input (issue 11) ------------------------------------------
 
 /// Regression: an approval whose `spec_hash` has a multi-byte character at

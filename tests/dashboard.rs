@@ -1163,7 +1163,13 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
     // (issue 10's API), which the calendar page is coded against.
     let _one = BROWSER.lock().await;
     let env = Env::start().await;
-    let id = env.start_rollout("kite-api", APPROVE_STEPS).await;
+    // Guard margins of 15 min before and 45 min after each session, so the
+    // page has them to draw around the chosen rollout's sessions.
+    let spec = env.spec("kite-api", APPROVE_STEPS).replace(
+        "guard: {before_open: 0m, after_close: 0m}",
+        "guard: {before_open: 15m, after_close: 45m}",
+    );
+    let id = env.start_spec(spec).await;
     let b = Browser::start().await;
     b.sign_in(&env, "vijay").await;
     b.goto(&format!("{}/calendar?rollout={id}", env.url)).await;
@@ -1196,17 +1202,49 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
         .await;
     assert_eq!(days, json!(14), "the next 14 days");
     // The chosen rollout's permitted windows: all day on the holidays.
-    let today = b
+    let holiday_row = b
         .js(&format!(
             "return document.querySelector('.cal-day[data-date=\"{}\"] [data-permitted]')?.innerText",
             today() + TimeDelta::days(1)
         ))
         .await;
     assert!(
-        today
+        holiday_row
             .as_str()
             .is_some_and(|t| t.contains("00:00–24:00") && t.contains("kite-api")),
-        "{today}"
+        "{holiday_row}"
+    );
+    // Guard margins around a regular weekday's sessions (equity 09:15–15:30:
+    // 15 min before, 45 min after), and the commodity guard that runs past
+    // midnight (23:30 + 45 min) drawn at the start of the next day.
+    let mut day = today() + TimeDelta::days(4);
+    while matches!(
+        chrono::Datelike::weekday(&day),
+        chrono::Weekday::Sat | chrono::Weekday::Sun
+    ) {
+        day += TimeDelta::days(1);
+    }
+    let guards = |date: chrono::NaiveDate, seg: &str| {
+        format!(
+            "return [...document.querySelectorAll('.cal-day[data-date=\"{date}\"] .seg[data-segment=\"{seg}\"] rect.guard')].map((r) => r.getAttribute('x') + '+' + r.getAttribute('width') + ' ' + r.textContent)"
+        )
+    };
+    let eq = b.js(&guards(day, "equity")).await;
+    assert_eq!(
+        eq,
+        json!([
+            "540+15 guard before the equity session: 15 min (kite-api)",
+            "930+45 guard after the equity session: 45 min (kite-api)"
+        ]),
+        "{day}"
+    );
+    let spill = b.js(&guards(day + TimeDelta::days(1), "commodity")).await;
+    assert!(
+        spill.as_array().is_some_and(|v| v.iter().any(|g| g
+            .as_str()
+            .unwrap_or("")
+            .starts_with("0+15 guard after the previous day's commodity session"))),
+        "{spill}"
     );
     b.js("document.querySelector('[data-kind=special]').scrollIntoView(); return 1")
         .await;

@@ -576,11 +576,12 @@
         const mark = cls === "done" ? "✓" : cls === "current" ? "▶" : "·";
         let t = "";
         if (cls === "done") t = done[s.index] ? `done ${when(done[s.index], zone)}` : "done";
-        else if (cls === "current") t = `now: ${esc(r.waiting_for || STATE_LABEL[r.state])}` + (r.next_window ? ` — ${when(r.next_window, zone)}` : "");
+        else if (cls === "current") t = `now: ${esc(r.waiting_for || STATE_LABEL[r.state])}` + (r.next_window ? ` — ${when(r.next_window, zone)}` : "") + (r.next_window_after ? ` <span class="wait-rule">when ${esc(r.next_window_after)}</span>` : "");
         if (r.active && plan[s.index] && cls !== "done") {
           const p = plan[s.index];
           const proj = p.type === "bake" ? (p.start && p.until ? `${when(p.start, zone)} → ${esc(abs(p.until, zone))}` : null) : p.at ? when(p.at, zone) : null;
-          t += (t ? "<br>" : "") + `<span class="muted small">projected: </span>` + (proj || `<span class="muted small">not before the calendar's coverage ends${r.plan.frozen ? " (global freeze on)" : ""}</span>`);
+          t += (t ? "<br>" : "") + `<span class="muted small">projected: </span>` + (proj || `<span class="muted small">not before the calendar's coverage ends${r.plan.frozen ? " (global freeze on)" : ""}</span>`) +
+            (proj && p.waits_for ? ` <span class="muted small wait-rule">(waits until ${esc(p.waits_for)})</span>` : "");
         }
         if (!r.active && cls !== "done") t = `<span class="muted small">not reached</span>`;
         return `<li class="${cls}" data-step="${s.index}"><span class="mark">${mark}</span><span class="idx">${s.index}</span><span><strong>${esc(stepText(s))}</strong><br>${t}</span></li>`;
@@ -719,7 +720,7 @@
     for (const d of days) for (const [n] of segSessions(d)) segNames.add(n);
     const ticks = [0, 3, 6, 9, 12, 15, 18, 21, 24].map((h) => `<span>${String(h).padStart(2, "0")}</span>`).join("");
     const rect = (cls, a, b, title) => (a === null || b === null || b <= a ? "" : `<rect class="${cls}" x="${a}" width="${b - a}" y="0" height="14"><title>${esc(title)}</title></rect>`);
-    const html = days.map((d) => {
+    const html = days.map((d, di) => {
       const date = d.date;
       const dt = new Date(date + "T12:00:00Z");
       const weekend = [0, 6].includes(dt.getUTCDay());
@@ -743,11 +744,27 @@
         for (const s of list) {
           const sp = span(s);
           const a = minutes(sp.from, date, zone), b = minutes(sp.to, date, zone);
-          const g = s.guard ? s.guard : null;
-          if (g) svg += rect("guard", minutes(g.from ?? g.start, date, zone), minutes(g.to ?? g.end, date, zone), "guard margin");
+          // The chosen rollout's guard around the sessions of its segments.
+          const g = permitted && permitted.guard && permitted.guard.segments.includes(n) ? permitted.guard : null;
+          if (g && a !== null && b !== null) {
+            const before = Math.round(g.before_open_seconds / 60), after = Math.round(g.after_close_seconds / 60);
+            if (before > 0) svg += rect("guard", Math.max(0, a - before), a, `guard before the ${n} session: ${before} min (${permitted.name})`);
+            if (after > 0) svg += rect("guard", b, Math.min(1440, b + after), `guard after the ${n} session: ${after} min (${permitted.name})`);
+          }
           const special = s.rule === "special" || specialSegs.has(n);
           svg += rect(special ? "special" : "session", a, b, `${n} ${special ? "special " : ""}session${s.rule && s.rule !== "regular" ? ` (${s.rule})` : ""}`);
           texts.push(`${fmtHM(sp.from, zone)}–${fmtHM(sp.to, zone)}`);
+        }
+        // A guard that runs past midnight (a session closing at 23:30)
+        // continues at the start of this day.
+        const pg = permitted && permitted.guard && permitted.guard.segments.includes(n) && di > 0 ? permitted.guard : null;
+        if (pg) {
+          const prev = (segSessions(days[di - 1]).find(([k]) => k === n) || [n, []])[1];
+          for (const s of prev) {
+            const end = minutes(span(s).to, days[di - 1].date, zone);
+            const spill = end === null ? 0 : end + Math.round(pg.after_close_seconds / 60) - 1440;
+            if (spill > 0) svg += rect("guard", 0, Math.min(1440, spill), `guard after the previous day's ${n} session (${permitted.name})`);
+          }
         }
         for (const b of bl) svg += rect("blackout", minutes(span(b).from, date, zone), minutes(span(b).to, date, zone), b.name || "blackout");
         svg += "</svg>";
@@ -839,7 +856,7 @@
       let permitted = null;
       if (rpick.value) {
         const det = await api("GET", `/api/v1/rollouts/${encodeURIComponent(rpick.value)}`);
-        if (det.ok && Array.isArray(det.data.windows)) permitted = { name: det.data.name, windows: det.data.windows };
+        if (det.ok && Array.isArray(det.data.windows)) permitted = { name: det.data.name, windows: det.data.windows, guard: det.data.guard || null };
       }
       renderCalendar(Object.assign({}, cal, d.data.calendar || {}), days, zone, fr.ok ? fr.data : null, permitted);
       document.body.dataset.loaded = String(Date.now());

@@ -290,6 +290,7 @@ fn permitted_windows(
                 "start": ts(e.window.start),
                 "end": ts(e.window.end),
                 "closed_by": closed_by,
+                "opens_after": windows::opens_after(&e, spec.windows.after_close),
                 "long_enough": e.window.end - e.window.start >= spec.windows.min_remaining,
             })
         })
@@ -313,6 +314,32 @@ fn step_json(index: usize, s: &Step) -> Value {
         Step::Approval { min } => json!({"index": index, "type": "approval", "min": min}),
         Step::Pause => json!({"index": index, "type": "pause"}),
     }
+}
+
+/// What a raise due at `at` waits for, when `at` is the start of a
+/// permitted window after `now`: the rule that opens that window ("the
+/// equity session ends (+15m guard)"). `None` when the raise may happen at
+/// once or lands inside a window (it waits for something else: a bake, an
+/// approval). Looks back at most a week from `at`, so it stays cheap.
+fn opens_after(
+    spec: &Spec,
+    cal: &crate::calendar::Calendar,
+    now: DateTime<Utc>,
+    at: DateTime<Utc>,
+    freeze: &[Interval],
+) -> Option<String> {
+    use crate::windows;
+    if at <= now {
+        return None;
+    }
+    let range = Interval::new(
+        now.max(at - chrono::TimeDelta::days(7)),
+        at + chrono::TimeDelta::minutes(1),
+    );
+    windows::explain(&spec.window_rules(), cal, range, freeze)
+        .iter()
+        .find(|e| e.window.start == at)
+        .and_then(|e| windows::opens_after(e, spec.windows.after_close))
 }
 
 /// The projected plan of the steps not yet done, from `now`, under the
@@ -341,6 +368,7 @@ fn projected(
     };
     let p = plan::plan(&rest, cal, now, &freeze);
     let o = |t: &Option<DateTime<Utc>>| t.map(ts);
+    let waits = |t: &Option<DateTime<Utc>>| t.and_then(|t| opens_after(spec, cal, now, t, &freeze));
     let steps: Vec<Value> = p
         .steps
         .iter()
@@ -349,7 +377,7 @@ fn projected(
             let index = i + r.step;
             let mut v = match s {
                 Planned::SetWeight { weight, at } => {
-                    json!({"index": index, "type": "set_weight", "weight": weight, "at": o(at)})
+                    json!({"index": index, "type": "set_weight", "weight": weight, "at": o(at), "waits_for": waits(at)})
                 }
                 Planned::Bake { start, until } => {
                     json!({"index": index, "type": "bake", "start": o(start), "until": o(until)})
@@ -464,6 +492,8 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
     v["plan"] = Value::Null;
     v["windows"] = Value::Null;
     v["calendar"] = Value::Null;
+    v["next_window_after"] = Value::Null;
+    v["guard"] = Value::Null;
     v["pools"] = Value::Null;
     if let Some(spec) = &spec {
         v["spec_steps"] = json!(
@@ -503,11 +533,31 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
             // Planning walks the windows to the end of coverage: CPU work,
             // done on the blocking pool so async workers stay free.
             let (spec2, r2, cal2) = (spec.clone(), r.clone(), cal.clone());
-            let plan =
-                tokio::task::spawn_blocking(move || projected(&spec2, &cal2, &r2, now, frozen))
-                    .await
-                    .map_err(|e| ApiError::internal(format!("plan projection failed: {e}")))?;
+            let (plan, after) = tokio::task::spawn_blocking(move || {
+                let freeze = if frozen {
+                    vec![Interval::new(now, cal2.coverage().end.max(now))]
+                } else {
+                    vec![]
+                };
+                (
+                    projected(&spec2, &cal2, &r2, now, frozen),
+                    r2.next_window
+                        .and_then(|t| opens_after(&spec2, &cal2, now, t, &freeze)),
+                )
+            })
+            .await
+            .map_err(|e| ApiError::internal(format!("plan projection failed: {e}")))?;
             v["plan"] = json!(plan);
+            // Why the next window is not open yet ("the equity session
+            // ends"): the rule a person waits on.
+            v["next_window_after"] = json!(after);
+            // The guard the spec keeps around its segments' sessions, so
+            // the calendar page can draw it.
+            v["guard"] = json!({
+                "before_open_seconds": spec.windows.before_open.num_seconds(),
+                "after_close_seconds": spec.windows.after_close.num_seconds(),
+                "segments": spec.segments,
+            });
             if !r.state.is_terminal() {
                 v["windows"] = permitted_windows(spec, &cal, now, frozen);
             }

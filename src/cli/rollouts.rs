@@ -141,7 +141,10 @@ fn print_detail(r: &StatusRow, doc: &Value) {
         .and_then(Value::as_str)
         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
     {
-        println!("  next window: {}", local(t, zone(doc)));
+        match doc.get("next_window_after").and_then(Value::as_str) {
+            Some(after) => println!("  next window: {} (when {after})", local(t, zone(doc))),
+            None => println!("  next window: {}", local(t, zone(doc))),
+        }
     }
     if let Some(u) = doc.get("dashboard_url").and_then(Value::as_str) {
         println!("  dashboard:   {u}");

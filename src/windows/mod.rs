@@ -242,6 +242,14 @@ pub struct Explained<'a> {
     pub closed_by: Option<Blocked<'a>>,
     /// The allow window that ends where this window ends, if that is what ends it.
     pub allow_ends: Option<&'a str>,
+    /// The blocked stretch that ends where the window begins: what a raise
+    /// waiting for this window waits for. `None` when the window begins at
+    /// the start of the range (nothing to wait for) or an allow window
+    /// opens it (`allow_starts`).
+    pub opened_by: Option<Blocked<'a>>,
+    /// The allow window that begins where this window begins, when that is
+    /// what opens it.
+    pub allow_starts: Option<&'a str>,
     /// The window goes on past the range shown; `ends` is its real end.
     pub cut_at_range_end: bool,
     /// Where the window really ends (after `window.end` when cut).
@@ -282,15 +290,69 @@ pub fn explain<'a>(
                     .find(|(iv, _)| iv.end == w.end)
                     .map(|(_, a)| a.name.as_str())
             };
+            // Nothing to wait for when the window is open from the start.
+            let opens_later = w.start > range.start;
+            let opened_by = blocks
+                .iter()
+                .filter(|b| opens_later && b.interval.end == w.start)
+                .min_by_key(|b| block_rank(&b.block))
+                .cloned();
+            let allow_starts = if opens_later && opened_by.is_none() {
+                allow_iv
+                    .iter()
+                    .find(|(iv, _)| iv.start == w.start)
+                    .map(|(_, a)| a.name.as_str())
+            } else {
+                None
+            };
             Explained {
                 window: shown,
                 closed_by,
                 allow_ends,
+                opened_by,
+                allow_starts,
                 cut_at_range_end: w.end > range.end,
                 ends: w.end,
             }
         })
         .collect()
+}
+
+/// What a blocked stretch is, in a few words for people: "equity
+/// session", "equity special session (Muhurat trading)", "blackout Drill".
+pub fn block_label(b: &Block) -> String {
+    match b {
+        Block::Session { segment, rule } => match rule {
+            Rule::Special(sp) => format!("{segment} special session ({})", sp.name),
+            Rule::HolidaySessions(h) => format!("{segment} session of {}", h.name),
+            _ => format!("{segment} session"),
+        },
+        Block::Blackout(bl) => format!("blackout {}", bl.name),
+        Block::Deny(name) => format!("deny window {name}"),
+        Block::Coverage => "the calendar's coverage".to_string(),
+        Block::Freeze => "the global freeze".to_string(),
+    }
+}
+
+/// What a raise waiting for the window `e` waits for, for people: "the
+/// equity session ends (+15m guard)", "allow window nightly opens". `None`
+/// when the window is open from the start of the range shown.
+pub fn opens_after(e: &Explained, after_close: TimeDelta) -> Option<String> {
+    if let Some(b) = &e.opened_by {
+        let guard = if after_close.is_zero() {
+            String::new()
+        } else {
+            format!(" (+{} guard)", crate::duration::format(after_close))
+        };
+        return Some(match &b.block {
+            Block::Session { .. } | Block::Blackout(_) => {
+                format!("the {} ends{guard}", block_label(&b.block))
+            }
+            Block::Coverage => "the calendar's coverage begins".to_string(),
+            other => format!("{} ends", block_label(other)),
+        });
+    }
+    e.allow_starts.map(|a| format!("allow window {a} opens"))
 }
 
 /// Does the permitted window `w` rest on provisional calendar data? What

@@ -718,3 +718,66 @@ fn waiting_for_names_the_calendar_end_when_it_is_within_sight(
         want
     );
 }
+
+#[test]
+fn explain_names_what_opens_each_window() {
+    let c = cal();
+    let s = segs(&["equity"]);
+    let r = rules(&s, &[], &[], IST, 30);
+    let opens = |from: &str, to: &str| -> Vec<(String, Option<String>)> {
+        explain(&r, &c, Interval::new(t(from), t(to)), &[])
+            .iter()
+            .map(|e| {
+                (
+                    localtime::rfc3339(IST, e.window.start),
+                    opens_after(e, r.after_close),
+                )
+            })
+            .collect()
+    };
+    // Thursday 10:00 IST, inside the widened equity session: the window
+    // opens at 16:00, when the session and its guard end.
+    assert_eq!(
+        opens("2026-12-03T10:00:00+05:30", "2026-12-03T20:00:00+05:30"),
+        vec![(
+            "2026-12-03T16:00:00+05:30".into(),
+            Some("the equity session ends (+30m guard)".into())
+        )]
+    );
+    // Open from the start of the range: nothing to wait for.
+    assert_eq!(
+        opens("2026-12-03T17:00:00+05:30", "2026-12-03T20:00:00+05:30"),
+        vec![("2026-12-03T17:00:00+05:30".into(), None)]
+    );
+    // A special session names itself; a blackout too.
+    let sunday = opens("2026-12-06T09:00:00+05:30", "2026-12-06T12:00:00+05:30");
+    assert_eq!(
+        sunday[0].1.as_deref(),
+        Some("the equity special session (Split Sunday) ends (+30m guard)")
+    );
+    let drill = opens("2026-12-12T11:00:00+05:30", "2026-12-12T14:00:00+05:30");
+    assert_eq!(
+        drill,
+        vec![(
+            "2026-12-12T12:30:00+05:30".into(),
+            Some("the blackout Drill ends (+30m guard)".into())
+        )]
+    );
+    // Where an allow window opens the time, it is named.
+    let allow = [cw("nightly", "0 22 * * *", 60)];
+    let r = rules(&s, &allow, &[], IST, 30);
+    let ex = explain(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T17:00:00+05:30"),
+            t("2026-12-03T23:30:00+05:30"),
+        ),
+        &[],
+    );
+    assert_eq!(ex.len(), 1);
+    assert_eq!(
+        opens_after(&ex[0], r.after_close).as_deref(),
+        Some("allow window nightly opens")
+    );
+}
