@@ -270,3 +270,41 @@ fn windows_and_plan_refuse_a_broken_spec() {
         assert_bad_input(&o, &[format!("{f}:7:1: ")]);
     }
 }
+
+/// Regression: a verb writing into a closed pipe (`muhurat windows … |
+/// head`) panicked ("failed printing to stdout: Broken pipe", exit 101).
+/// Now it ends as Unix tools do: killed quietly by SIGPIPE.
+#[test]
+fn cli_panicked_writing_into_a_closed_pipe() {
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_muhurat"))
+        .args([
+            "windows",
+            "rollouts/kite-api.yaml",
+            "--calendars",
+            CALENDARS,
+            "--from",
+            "2026-12-07T00:00:00+05:30",
+            "--days",
+            "300",
+        ])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("MUHURAT_CALENDARS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the muhurat binary runs");
+    // Close the reading end before the first line is written: every write
+    // of the command meets a closed pipe.
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("muhurat ends");
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "stderr:\n{err}");
+    assert_eq!(
+        o.status.signal(),
+        Some(libc::SIGPIPE),
+        "{:?}\n{err}",
+        o.status
+    );
+}

@@ -202,7 +202,23 @@ pub enum Switch {
 }
 
 /// Run a parsed command; returns the process exit code.
+/// A verb writing into a closed pipe (`muhurat windows … | head`) ends
+/// quietly, as Unix tools do, instead of panicking in `println!`: Rust
+/// ignores SIGPIPE, so the write fails and `println!` panics. The server
+/// keeps it ignored — a client that hangs up must be an error on that one
+/// socket, never the end of the process.
+fn default_sigpipe() {
+    // SAFETY: called once, first thing in the process's only thread; it
+    // changes the disposition of one signal and touches no memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 pub fn run(cli: Cli) -> i32 {
+    if !matches!(cli.command, Command::Server(_)) {
+        default_sigpipe();
+    }
     let clock = crate::clock::SystemClock;
     match cli.command {
         Command::Validate {
