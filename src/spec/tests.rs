@@ -534,6 +534,7 @@ fn every_error_of_a_file_is_reported_at_once() {
 )]
 #[case::no_approval(&[("  - approval: {min: 1}\n", "")], "steps", Some(31), "no approval step")]
 #[case::first_weight_large(&[("set_weight: 5", "set_weight: 20")], "steps[0].set_weight", Some(32), "the first weight is 20%")]
+#[case::min_remaining_below_one_command(&[("min_remaining: 15m", "min_remaining: 5s")], "windows.min_remaining", Some(7), "less than one command may take (7s)")]
 fn warning_is_reported_and_the_spec_loads(
     #[case] edits: &[(&str, &str)],
     #[case] path: &str,

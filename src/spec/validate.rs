@@ -17,6 +17,11 @@ pub const MAX_CRON_STARTS_PER_DAY: u64 = 1440;
 /// Most `allow` rules, and most `deny` rules, in one spec.
 pub const MAX_WINDOW_RULES: usize = 100;
 
+/// What one command to a traffic endpoint may take by default (HAProxy: 2 s
+/// to connect + 5 s for the exchange, `traffic::haproxy::HaproxyLimits`); a
+/// `min_remaining` below it is warned about.
+pub const MIN_REMAINING_FLOOR: TimeDelta = TimeDelta::seconds(7);
+
 /// Variables a check query may use (docs/design.md §3 *Checks*).
 pub const TEMPLATE_VARS: [&str; 6] = [
     "rollout",
@@ -423,6 +428,20 @@ pub fn validate(
         TimeDelta::minutes(15),
         true,
     );
+    // A raise carries its window's end as a deadline, and the gate refuses
+    // a command that could land after it (HAProxy: 2 s to connect + 5 s per
+    // command). A raise decided with less left than that is bound to expire.
+    if w.min_remaining.is_some() && min_remaining < MIN_REMAINING_FLOOR {
+        v.warn(
+            "windows.min_remaining",
+            format!(
+                "{} is less than one command may take ({}): a raise decided this close to a window's end is refused at the wire and expires",
+                crate::duration::format(min_remaining),
+                crate::duration::format(MIN_REMAINING_FLOOR)
+            ),
+            "use 10s or more (production: 15m, the default, leaves time to confirm and to roll back)",
+        );
+    }
     let mut allow = Vec::new();
     for (i, a) in w.allow.iter().enumerate() {
         let p = format!("windows.allow[{i}]");
