@@ -1694,6 +1694,15 @@ async fn rollout_detail_names_the_rule_each_wait_waits_for() {
         waits.starts_with("the commodity session ends (+"),
         "{raise}"
     );
+    // The raise after it needs in-session passes first (evidence:
+    // sessions), so it lands a day later — Guru Nanak Jayanti, a holiday
+    // on which commodity trades in the evening — when that session ends.
+    assert_eq!(v["plan"]["steps"][2]["at"], "2026-11-24T18:55:00Z", "{v}");
+    assert_eq!(
+        v["plan"]["steps"][2]["waits_for"],
+        "the commodity session of Prakash Gurpurb Sri Guru Nanak Dev ends (+30m guard)",
+        "{v}"
+    );
     assert_eq!(
         v["guard"]["segments"].as_array().map(Vec::len),
         Some(4),

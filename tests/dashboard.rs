@@ -1088,6 +1088,54 @@ async fn the_detail_page_charts_each_check_against_its_threshold() {
     b.assert_no_console_errors(&[]).await;
 }
 
+/// The timeline names the rule that ends a wait: a raise held by the
+/// spec's deny window says so on its step, now and in the projection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_timeline_names_the_rule_a_waiting_step_waits_for() {
+    let _one = BROWSER.lock().await;
+    let env = Env::start().await;
+    let ist = chrono_tz::Asia::Kolkata;
+    let at = |t: DateTime<Utc>| t.with_timezone(&ist).format("%Y-%m-%dT%H:%M:00%:z");
+    let spec = env
+        .spec("orders", "  - set_weight: 10\n  - set_weight: 100\n")
+        .replace(
+            "  min_remaining: 0m\n",
+            &format!(
+                "  min_remaining: 0m\n  deny:\n    - {{name: change-freeze, from: {}, to: {}}}\n",
+                at(now() - TimeDelta::hours(1)),
+                at(now() + TimeDelta::hours(2)),
+            ),
+        );
+    let id = env.start_spec(spec).await;
+    let v = env.wait_state(&id, |s| s == "waiting_for_window").await;
+    assert_eq!(
+        v["next_window_after"], "deny window change-freeze ends",
+        "{v}"
+    );
+    let b = Browser::start().await;
+    b.sign_in(&env, "vijay").await;
+    b.goto(&format!("{}/rollouts/{id}", env.url)).await;
+    let step = b
+        .until(
+            "document.querySelector('li[data-step=\"0\"] .wait-rule') && document.querySelector('li[data-step=\"0\"]').innerText",
+            "the waiting step",
+        )
+        .await;
+    let step = step.as_str().unwrap();
+    assert!(
+        step.contains("when deny window change-freeze ends")
+            && step.contains("waits until deny window change-freeze ends"),
+        "{step}"
+    );
+    // The next raise follows the first at once: it waits for that one.
+    let next = b
+        .js("return document.querySelector('li[data-step=\"1\"]').innerText")
+        .await;
+    assert!(!next.as_str().unwrap().contains("waits until"), "{next}");
+    b.screenshots("rollout-waiting-for-a-window").await;
+    b.assert_no_console_errors(&[]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_admin_freezes_raises_and_pauses_from_the_page_and_everyone_sees_it() {
     let _one = BROWSER.lock().await;

@@ -576,7 +576,7 @@
         const mark = cls === "done" ? "✓" : cls === "current" ? "▶" : "·";
         let t = "";
         if (cls === "done") t = done[s.index] ? `done ${when(done[s.index], zone)}` : "done";
-        else if (cls === "current") t = `now: ${esc(r.waiting_for || STATE_LABEL[r.state])}` + (r.next_window ? ` — ${when(r.next_window, zone)}` : "") + (r.next_window_after ? ` <span class="wait-rule">when ${esc(r.next_window_after)}</span>` : "");
+        else if (cls === "current") t = `now: ${esc(r.waiting_for || STATE_LABEL[r.state])}` + (r.next_window ? ` — ${when(r.next_window, zone)}` : "") + (r.next_window_after ? `, <span class="wait-rule">when ${esc(r.next_window_after)}</span>` : "");
         if (r.active && plan[s.index] && cls !== "done") {
           const p = plan[s.index];
           const proj = p.type === "bake" ? (p.start && p.until ? `${when(p.start, zone)} → ${esc(abs(p.until, zone))}` : null) : p.at ? when(p.at, zone) : null;
@@ -628,7 +628,7 @@
           <dt>Calendar</dt><dd>${r.calendar ? esc(r.calendar.name + " " + r.calendar.version) : "–"}; times in ${esc(zone === IST ? "IST (Asia/Kolkata)" : zone)}</dd>
           <dt>Canary share</dt><dd>${bar(r)}</dd>
         </dl>
-        <p class="waiting" id="waiting">${r.waiting_for ? esc(r.waiting_for) : ""}${r.active && r.next_window ? ` — ${when(r.next_window, zone)}` : ""}</p>
+        <p class="waiting" id="waiting">${r.waiting_for ? esc(r.waiting_for) : ""}${r.active && r.next_window ? ` — ${when(r.next_window, zone)}` : ""}${r.active && r.next_window_after ? `, when ${esc(r.next_window_after)}` : ""}</p>
         ${r.paused ? `<p>Paused (${esc(r.paused.cause)}) by ${esc(r.paused.by)} ${when(r.paused.at, zone)}: ${esc(r.paused.reason)}</p>` : ""}
         ${r.override_checks ? `<p class="warning">Checks overridden for the next raise: ${esc(r.override_checks)}</p>` : ""}
         ${actions(r)}
@@ -652,7 +652,7 @@
     if (!r.active || !Array.isArray(r.windows)) return "";
     const list = r.windows.slice(0, 8);
     const items = list.length
-      ? list.map((w) => `<li data-window><strong>${esc(abs(w.start, zone))}</strong> → ${esc(abs(w.end, zone))} <span class="muted">(${esc(dur((new Date(w.end) - new Date(w.start)) / 1000))})</span> — until ${esc(w.closed_by)}${w.long_enough ? "" : ` <span class="muted small">[shorter than min_remaining: no raise starts]</span>`}</li>`).join("")
+      ? list.map((w) => `<li data-window><strong>${esc(abs(w.start, zone))}</strong> → ${esc(abs(w.end, zone))} <span class="muted">(${esc(dur((new Date(w.end) - new Date(w.start)) / 1000))})</span> — ${w.opens_after ? `<span class="muted small">opens when ${esc(w.opens_after)};</span> ` : ""}until ${esc(w.closed_by)}${w.long_enough ? "" : ` <span class="muted small">[shorter than min_remaining: no raise starts]</span>`}</li>`).join("")
       : `<li>No permitted window in the next 14 days${r.plan && r.plan.frozen ? " (the global freeze is on)" : ""}.</li>`;
     return `<section class="card" aria-labelledby="t-win"><h2 id="t-win">Permitted windows <span class="muted small">(next 14 days${r.windows.length > list.length ? `, first ${list.length} of ${r.windows.length}` : ""}; <a href="/calendar?rollout=${encodeURIComponent(r.id)}">on the calendar</a>)</span></h2><ul class="windows">${items}</ul></section>`;
   }

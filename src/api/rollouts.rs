@@ -368,7 +368,18 @@ fn projected(
     };
     let p = plan::plan(&rest, cal, now, &freeze);
     let o = |t: &Option<DateTime<Utc>>| t.map(ts);
-    let waits = |t: &Option<DateTime<Utc>>| t.and_then(|t| opens_after(spec, cal, now, t, &freeze));
+    // A step waits for a window only when it comes later than the step
+    // before it ended (a raise right after another shares its time, and
+    // waits for that one, not for the window).
+    let mut prev_end = Some(now);
+    let mut waits = |t: &Option<DateTime<Utc>>, end: &Option<DateTime<Utc>>| {
+        let w = match (*t, prev_end) {
+            (Some(t), Some(p)) if t > p => opens_after(spec, cal, now, t, &freeze),
+            _ => None,
+        };
+        prev_end = *end;
+        w
+    };
     let steps: Vec<Value> = p
         .steps
         .iter()
@@ -377,15 +388,20 @@ fn projected(
             let index = i + r.step;
             let mut v = match s {
                 Planned::SetWeight { weight, at } => {
-                    json!({"index": index, "type": "set_weight", "weight": weight, "at": o(at), "waits_for": waits(at)})
+                    json!({"index": index, "type": "set_weight", "weight": weight, "at": o(at), "waits_for": waits(at, at)})
                 }
                 Planned::Bake { start, until } => {
+                    waits(&None, until);
                     json!({"index": index, "type": "bake", "start": o(start), "until": o(until)})
                 }
                 Planned::Approval { at } => {
+                    waits(&None, at);
                     json!({"index": index, "type": "approval", "at": o(at)})
                 }
-                Planned::Pause { at } => json!({"index": index, "type": "pause", "at": o(at)}),
+                Planned::Pause { at } => {
+                    waits(&None, at);
+                    json!({"index": index, "type": "pause", "at": o(at)})
+                }
             };
             v["provisional"] = json!(p.is_provisional(i));
             v
