@@ -1211,6 +1211,17 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
     // (issue 10's API), which the calendar page is coded against.
     let _one = BROWSER.lock().await;
     let env = Env::start().await;
+    // A spec whose only rollout has ended: the page still offers its
+    // windows (as that spec has them now), for planning its next release.
+    let old = env.start_rollout("console", APPROVE_STEPS).await;
+    env.call(
+        "root",
+        "POST",
+        &format!("/api/v1/rollouts/{old}/abort"),
+        Some(json!({"reason": "superseded"})),
+    )
+    .await;
+    env.wait_state(&old, |s| s == "aborted").await;
     // Guard margins of 15 min before and 45 min after each session, so the
     // page has them to draw around the chosen rollout's sessions.
     let spec = env.spec("kite-api", APPROVE_STEPS).replace(
@@ -1294,9 +1305,35 @@ async fn the_calendar_page_shows_a_holiday_a_special_session_and_a_blackout() {
             .starts_with("0+15 guard after the previous day's commodity session"))),
         "{spill}"
     );
+    let offered = b
+        .js("return [...document.querySelectorAll('#cal-rollout optgroup')].map((g) => g.label + ': ' + [...g.querySelectorAll('option')].map((o) => o.textContent).join(', '))")
+        .await;
+    assert_eq!(
+        offered,
+        json!([
+            "Active rollouts: kite-api 3f9c2ab",
+            "Specs (from their latest rollout): console (as in 3f9c2ab, aborted)"
+        ])
+    );
     b.js("document.querySelector('[data-kind=special]').scrollIntoView(); return 1")
         .await;
     b.screenshots("calendar-special-and-blackout").await;
+    // The ended spec's windows when chosen.
+    b.goto(&format!("{}/calendar?rollout={old}", env.url)).await;
+    let row = b
+        .until(
+            &format!(
+                "document.querySelector('.cal-day[data-date=\"{}\"] [data-permitted]')?.innerText",
+                today() + TimeDelta::days(1)
+            ),
+            "the ended spec's permitted windows",
+        )
+        .await;
+    assert!(
+        row.as_str()
+            .is_some_and(|t| t.contains("00:00–24:00") && t.contains("console")),
+        "{row}"
+    );
     b.assert_no_console_errors(&[]).await;
 }
 

@@ -846,12 +846,23 @@
         return;
       }
       const days = Array.isArray(d.data) ? d.data : d.data.days || [];
-      // The permitted windows of the rollout chosen (active ones).
-      const active = await api("GET", "/api/v1/rollouts?state=active&limit=1000");
+      // The permitted windows of the rollout chosen: the active ones, then
+      // each other spec by its latest rollout (the windows that spec has
+      // now, for planning its next release).
+      const [active, recent] = await Promise.all([
+        api("GET", "/api/v1/rollouts?state=active&limit=1000"),
+        api("GET", "/api/v1/rollouts?limit=200"),
+      ]);
       if (active.ok) {
         const cur = rpick.value || wanted || "";
-        rpick.innerHTML = `<option value="">none</option>` + active.data.map((r) => `<option value="${esc(r.id)}">${esc(r.name)} ${esc(r.revision)}</option>`).join("");
-        rpick.value = active.data.some((r) => r.id === cur) ? cur : "";
+        const names = new Set(active.data.map((r) => r.name));
+        const specs = [];
+        for (const r of recent.ok ? recent.data : []) if (!names.has(r.name)) { names.add(r.name); specs.push(r); }
+        rpick.innerHTML = `<option value="">none</option>` +
+          (active.data.length ? `<optgroup label="Active rollouts">${active.data.map((r) => `<option value="${esc(r.id)}">${esc(r.name)} ${esc(r.revision)}</option>`).join("")}</optgroup>` : "") +
+          (specs.length ? `<optgroup label="Specs (from their latest rollout)">${specs.map((r) => `<option value="${esc(r.id)}">${esc(r.name)} (as in ${esc(r.revision)}, ${esc(STATE_LABEL[r.state] || r.state)})</option>`).join("")}</optgroup>` : "");
+        const all = [...active.data, ...specs];
+        rpick.value = all.some((r) => r.id === cur) ? cur : "";
       }
       let permitted = null;
       if (rpick.value) {

@@ -574,9 +574,9 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
                 "after_close_seconds": spec.windows.after_close.num_seconds(),
                 "segments": spec.segments,
             });
-            if !r.state.is_terminal() {
-                v["windows"] = permitted_windows(spec, &cal, now, frozen);
-            }
+            // For a finished rollout too: the calendar page shows the
+            // windows its spec would have now (planning the next release).
+            v["windows"] = permitted_windows(spec, &cal, now, frozen);
         }
         if !r.state.is_terminal()
             && let Ok((o, true)) = c.orientation_of(spec).await
