@@ -404,6 +404,111 @@ async fn a_calendar_reload_that_removes_an_active_rollouts_segment_is_refused() 
     drop(db);
 }
 
+/// Regression: a calendar file changed while the server was down (the
+/// segment an active rollout's spec names renamed) was not reported at
+/// start: every pass for that rollout failed, seen only in the log. Now
+/// `/readyz` lists it (`rollout_pass_failing`), the other rollouts go on,
+/// and the warning clears once the old file is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_calendar_changed_while_the_server_was_down_is_reported_by_readyz() {
+    use tower::ServiceExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cal = |seg: &str| {
+        format!(
+            "name: mini\nversion: \"1\"\ntimezone: Asia/Kolkata\nvalid_from: 2026-01-01\nvalid_until: 2026-12-31\n\
+             segments:\n  {seg}: {{days: [mon, tue, wed, thu, fri], open: \"09:00\", close: \"15:30\"}}\n"
+        )
+    };
+    std::fs::write(dir.path().join("mini.yaml"), cal("equity")).unwrap();
+    let (store, _url, db) = testing::fresh(Backend::Sqlite).await;
+    let server = |store: Store| {
+        Controller::new(
+            store,
+            Arc::new(Calendars::load(dir.path()).unwrap()),
+            Arc::new(muhurat::traffic::memory::MemoryFactory::default()),
+            Arc::new(muhurat::controller::testing::ScriptedMetrics::new(healthy)),
+            Arc::new(muhurat::clock::ManualClock::new(t(
+                "2026-11-07T12:00:00+05:30",
+            ))),
+            Config {
+                measure_db_skew: false,
+                allow_unsynced_clock: true,
+                journal: dir.path().join("journal"),
+                ..Config::default()
+            },
+        )
+    };
+    let c = server(store.clone());
+    let yaml = "name: web\ncalendar: mini\nsegments: [equity]\ntraffic:\n  haproxy:\n    endpoints: [\"unix:/a.sock\"]\n    backend: web\n    pools: {blue: [b1], green: [g1]}\nsteps:\n  - approval: {min: 1}\n  - set_weight: 100\n";
+    let StartOutcome::Created(rec) = c
+        .start(StartRequest {
+            spec_yaml: yaml.into(),
+            revision: "r".into(),
+            initiator: "asha".into(),
+            principal: "asha".into(),
+        })
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    c.pass().await.unwrap();
+    c.settled().await;
+    assert!(c.failing_rollouts().is_empty());
+    drop(c);
+    let readyz = |c: Arc<Controller>| async move {
+        let app = muhurat::api::router(muhurat::api::AppState::new(c));
+        let resp = app
+            .oneshot(
+                axum::http::Request::get("/readyz")
+                    .body(axum::body::Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        serde_json::from_slice::<serde_json::Value>(&body).unwrap()
+    };
+    // "Restart" with the segment renamed in the file.
+    std::fs::write(dir.path().join("mini.yaml"), cal("eq")).unwrap();
+    let c = server(store.clone());
+    c.pass().await.unwrap();
+    let failing = c.failing_rollouts();
+    assert_eq!(failing.len(), 1, "{failing:?}");
+    assert_eq!(failing[0].0, rec.id);
+    assert!(failing[0].1.contains("no longer validates"), "{failing:?}");
+    let v = readyz(c).await;
+    let w = v["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["code"] == "rollout_pass_failing")
+        .unwrap_or_else(|| panic!("no rollout_pass_failing warning: {v}"));
+    assert_eq!(w["rollout"], rec.id.as_str(), "{v}");
+    assert!(
+        w["message"].as_str().unwrap().contains("segments"),
+        "names the cause: {v}"
+    );
+    // The old file back: the warning is gone after the next pass.
+    std::fs::write(dir.path().join("mini.yaml"), cal("equity")).unwrap();
+    let c = server(store);
+    c.pass().await.unwrap();
+    assert!(c.failing_rollouts().is_empty());
+    let v = readyz(c).await;
+    assert!(
+        !v["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w["code"] == "rollout_pass_failing"),
+        "{v}"
+    );
+    drop(db);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unsynchronised_kernel_clock_blocks_raises_but_not_decreases() {
     let h = harness(Backend::Sqlite, "2026-11-07T12:00:00+05:30").await;

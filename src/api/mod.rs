@@ -303,6 +303,19 @@ async fn readyz(State(st): State<AppState>) -> Response {
     if c.calendars().names().is_empty() {
         problems.push(json!({"code": "no_calendar", "message": "no calendar is loaded"}));
     }
+    // A rollout the controller cannot act on is a warning, not unreadiness:
+    // the server still protects every other rollout, and a health check
+    // that restarts it would not fix the cause.
+    let mut warnings = calendars::readiness_warnings(c.calendars(), now);
+    for (id, error) in c.failing_rollouts() {
+        warnings.push(json!({
+            "code": "rollout_pass_failing",
+            "rollout": id,
+            "message": format!(
+                "every controller pass fails for this rollout, so nothing is done for it (not even an abort) until the cause is fixed: {error}"
+            ),
+        }));
+    }
     let status = if problems.is_empty() {
         StatusCode::OK
     } else {
@@ -314,7 +327,7 @@ async fn readyz(State(st): State<AppState>) -> Response {
         "clock_skew_ms": clock.skew_ms,
         "clock": clock,
         "calendars": coverage,
-        "warnings": calendars::readiness_warnings(c.calendars(), now),
+        "warnings": warnings,
     });
     (status, Json(body)).into_response()
 }

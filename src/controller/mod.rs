@@ -162,6 +162,11 @@ struct Live {
     /// Decreases written and confirmed while the store was unreachable:
     /// (rollout, write version).
     degraded_done: HashSet<(String, u64)>,
+    /// Active rollouts whose last pass failed, with the error: the
+    /// controller cannot act on them (a stored spec that no longer
+    /// validates against the calendar loaded at start, say) — `/readyz`
+    /// and the dashboard say so. Rebuilt every pass.
+    failing: BTreeMap<String, String>,
 }
 
 pub struct Controller {
@@ -282,6 +287,16 @@ impl Controller {
     }
 
     /// The spec a stored rollout runs (validated against the calendar in force).
+    /// Active rollouts whose last controller pass failed, with the error
+    /// (see `Live::failing`).
+    pub fn failing_rollouts(&self) -> Vec<(String, String)> {
+        self.lock_live()
+            .failing
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     pub fn spec_for(&self, rec: &RolloutRecord) -> Result<Arc<Spec>, ControlError> {
         self.spec_of(rec)
     }

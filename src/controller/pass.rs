@@ -68,13 +68,16 @@ impl Controller {
             live.pools_cache = pools.clone();
             live.degraded_done.clear();
         }
+        let mut failing = std::collections::BTreeMap::new();
         for rec in &active {
             report.rollouts += 1;
             if let Err(e) = self.pass_one(rec, now, &freeze, &pools, &mut report).await {
                 report.errors += 1;
                 tracing::error!(rollout = %rec.id, error = %e, "Controller pass failed for this rollout.");
+                failing.insert(rec.id.clone(), e.to_string());
             }
         }
+        self.lock_live().failing = failing;
         // Targets without an active rollout: the idle pool is held at 0.
         let busy: std::collections::HashSet<&str> =
             active.iter().map(|r| r.target.as_str()).collect();
