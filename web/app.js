@@ -405,7 +405,7 @@
       if (/clock/.test(p.code)) items.push({ kind: "clock", label: "Clock", html: `${esc(p.message)} — no raises until it is fixed.` });
     }
     for (const w of (ready && ready.warnings) || []) {
-      if (w.code === "rollout_pass_failing") items.push({ kind: "failing", label: "Controller cannot act", id: w.rollout, html: `<a href="/rollouts/${encodeURIComponent(w.rollout)}">${esc(w.rollout)}</a>: ${esc(w.message)}` });
+      if (w.code === "rollout_pass_failing") items.push({ kind: "cannot-act", label: "Controller cannot act", id: w.rollout, html: `<a href="/rollouts/${encodeURIComponent(w.rollout)}">${esc(w.rollout)}</a>: ${esc(w.message)}` });
     }
     for (const r of rollouts) {
       if (!r.active) continue;
