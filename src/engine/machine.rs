@@ -1,6 +1,8 @@
 //! The transitions. `step` dispatches the input, then `settle` moves the
 //! rollout through as many steps as `now` allows, then the live fields
-//! (`waiting_for`, `next_window`) and the wake-up timer are derived.
+//! (`waiting_for`, `next_window`) and the wake-up timer are derived, a new
+//! wait is announced, and the notices become `Notify` effects that say what
+//! comes next.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -190,12 +192,7 @@ impl Machine<'_, '_> {
             .into_iter()
             .map(|(kind, text)| {
                 let mut text = format!("{} {}: {text}", self.r.name, self.r.revision);
-                if let Some(n) = next.as_ref().filter(|_| {
-                    !matches!(
-                        kind,
-                        EventKind::WaitingForWindow | EventKind::AwaitingApproval
-                    )
-                }) {
+                if let Some(n) = &next {
                     text.push_str(&format!(". Next: {n}"));
                 }
                 Effect::Notify { kind, text }
