@@ -253,7 +253,9 @@ pub enum SecretError {
         url: String,
         why: String,
     },
-    #[error("secret `{name}` is not set: the server reads it from the environment variable {var}")]
+    #[error(
+        "secret `{name}` is not set: the server reads it from the environment variable {var}, which is missing or empty there; set {var} in the server's environment and restart it, or remove the secret from the spec"
+    )]
     NotSet { name: String, var: String },
     #[error(
         "webhook secret `{name}` does not hold an http(s) URL (the value is not shown); set {var} to the webhook's URL"

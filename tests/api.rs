@@ -1097,6 +1097,99 @@ async fn metrics_and_health_answer_without_a_token() {
     assert!(text.contains("muhurat_clock_skew_seconds 0"), "{text}");
 }
 
+async fn scrape(h: &H) -> String {
+    let req = Request::get("/metrics").body(Body::empty()).unwrap();
+    let resp = h.app.clone().oneshot(req).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+    String::from_utf8(bytes.to_vec()).unwrap()
+}
+
+/// `/metrics` keeps its gauges in memory: they follow each committed state
+/// change, load once from the store at start, and a scrape answers the
+/// same with the database closed — so no scrape ever queries it.
+#[tokio::test]
+async fn metrics_gauges_follow_commits_and_a_scrape_never_queries_the_store() {
+    let h = harness(Backend::Sqlite, Policy::default()).await;
+    let r = h.started("shop", 1).await;
+    let id = r["id"].as_str().unwrap().to_string();
+    h.state.controller.settled().await;
+    let text = scrape(&h).await;
+    assert!(
+        text.contains("muhurat_rollouts{state=\"awaiting_approval\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("muhurat_freeze_on 0"), "{text}");
+
+    let (s, v) = h
+        .call(
+            "deployer",
+            "POST",
+            &format!("/api/v1/rollouts/{id}/abort"),
+            Some(json!({"reason": "wrong build"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    h.state.controller.settled().await;
+    let (_, r) = h
+        .call("viewer", "GET", &format!("/api/v1/rollouts/{id}"), None)
+        .await;
+    assert_eq!(r["state"], "aborted", "{r}");
+    let (s, v) = h
+        .call(
+            "admin",
+            "POST",
+            "/api/v1/freeze",
+            Some(json!({"on": true, "reason": "budget day"})),
+        )
+        .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let text = scrape(&h).await;
+    for line in [
+        "muhurat_rollouts{state=\"awaiting_approval\"} 0",
+        "muhurat_rollouts{state=\"aborted\"} 1",
+        "muhurat_freeze_on 1",
+    ] {
+        assert!(text.contains(line), "{line} missing:\n{text}");
+    }
+
+    // A server started on this database loads the same gauges, once.
+    let store = h.state.controller.store().clone();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let restarted = Controller::new(
+        store.clone(),
+        Arc::new(Calendars::load(&root.join("rollouts/calendars")).unwrap()),
+        Arc::new(MemoryFactory::default()),
+        Arc::new(h.metrics.clone()),
+        Arc::new(ManualClock::new(
+            DateTime::parse_from_rfc3339(START)
+                .unwrap()
+                .with_timezone(&Utc),
+        )),
+        Config::default(),
+    );
+    assert!(restarted.gauges().by_state().is_empty());
+    restarted.load_gauges().await.unwrap();
+    assert_eq!(
+        restarted.gauges().by_state(),
+        [("aborted".to_string(), 1)].into()
+    );
+    assert!(restarted.frozen(), "the freeze is loaded too");
+
+    // The database closed: any query fails, yet a scrape answers in full.
+    store.pool().close().await;
+    assert!(store.freeze().await.is_err(), "the store is really closed");
+    let closed = scrape(&h).await;
+    for line in [
+        "muhurat_rollouts{state=\"aborted\"} 1",
+        "muhurat_rollouts{state=\"awaiting_approval\"} 0",
+        "muhurat_freeze_on 1",
+        "muhurat_transitions_total",
+    ] {
+        assert!(closed.contains(line), "{line} missing:\n{closed}");
+    }
+}
+
 // ---- SSE over a real socket --------------------------------------------------
 
 async fn serve(h: &H) -> String {

@@ -134,7 +134,8 @@ impl Server {
             format!(
                 "policy:\n  secrets:\n    consul-prod: {{env: MUHURAT_TEST_CONSUL_TOKEN, hosts: [\"consul.internal:8500\"]}}\n    \
                  vm-read: {{env: MUHURAT_TEST_VM_TOKEN, hosts: [\"127.0.0.1:{redirector}\"], scheme: http}}\n    \
-                 hook: {{env: MUHURAT_TEST_HOOK_URL, hosts: [\"hooks.internal:443\"]}}\n"
+                 hook: {{env: MUHURAT_TEST_HOOK_URL, hosts: [\"hooks.internal:443\"]}}\n    \
+                 unset-hook: {{env: MUHURAT_TEST_UNSET_HOOK_URL, hosts: [\"hooks.internal:443\"]}}\n"
             ),
         )
         .unwrap();
@@ -165,6 +166,8 @@ impl Server {
                 "MUHURAT_TEST_HOOK_URL",
                 format!("http://127.0.0.1:{attacker}/{HOOK_PATH}"),
             )
+            // Bound, but never set on the server.
+            .env_remove("MUHURAT_TEST_UNSET_HOOK_URL")
             .env("RUST_LOG", "debug,sqlx=warn,hyper=warn,reqwest=warn")
             .env_remove("MUHURAT_CONFIG")
             .stdin(Stdio::null())
@@ -398,6 +401,42 @@ async fn the_exfiltration_probe_reaches_no_listener_for_any_role_or_endpoint() {
             no_secret_in(&f, &String::from_utf8_lossy(&bytes));
         }
     }
+}
+
+/// A spec's `notify` naming a webhook secret that is bound but not set on
+/// the server is refused at start (4xx, naming the secret, its variable and
+/// the fix) — not discovered at the first delivery, after the rollout has
+/// begun moving traffic with nobody told.
+#[tokio::test]
+async fn a_webhook_secret_that_is_not_set_is_refused_at_start() {
+    let attacker = Listener::start(None).await;
+    let redirector = Listener::start(None).await;
+    let srv = Server::start(redirector.port, attacker.port).await;
+    let token = srv.token("deployer");
+    let spec = haproxy_spec("notified-unset", "notify: [{webhook_secret: unset-hook}]\n");
+    let (status, text) = srv
+        .post(
+            &token,
+            "/api/v1/rollouts",
+            json!({"spec": spec, "revision": "r1"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{text}");
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["error"]["code"], "policy_violation", "{text}");
+    let msg = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(msg.contains("notify[0].webhook_secret"), "{msg}");
+    assert!(
+        msg.contains("secret `unset-hook` is not set"),
+        "names the secret: {msg}"
+    );
+    assert!(
+        msg.contains("set MUHURAT_TEST_UNSET_HOOK_URL in the server's environment"),
+        "says how to fix it: {msg}"
+    );
+    // Nothing was started.
+    let list = srv.get(&token, "/api/v1/rollouts").await;
+    assert!(!list.contains("notified-unset"), "{list}");
 }
 
 /// Every ```yaml block of a document that starts with `policy:`.

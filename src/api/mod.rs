@@ -52,20 +52,9 @@ pub struct AppState {
     /// once; they also poll the store every second for the controller's own
     /// transitions, so a missed bump only delays, never loses, an event.
     changes: Arc<tokio::sync::watch::Sender<u64>>,
-    /// `/metrics` rollout counts and when they were read: scrapes within
-    /// [`COUNTS_MAX_AGE`] reuse them, so scraping costs the store at most
-    /// one aggregate query per interval however often (or by how many
-    /// scrapers) it is called.
-    counts: Arc<tokio::sync::Mutex<Option<CachedCounts>>>,
     /// The dashboard's signed-in browsers ([`session`]).
     pub sessions: Arc<session::Sessions>,
 }
-
-/// Rollout counts by state, and when they were read.
-type CachedCounts = (std::time::Instant, Vec<(String, i64)>);
-
-/// How long `/metrics` reuses its rollout counts.
-pub const COUNTS_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl AppState {
     /// The empty policy, no public URL.
@@ -75,7 +64,6 @@ impl AppState {
             policy: Arc::new(Policy::default()),
             public_url: None,
             changes: Arc::new(tokio::sync::watch::Sender::new(0)),
-            counts: Arc::default(),
             sessions: Arc::new(session::Sessions::default()),
         }
     }
@@ -351,39 +339,21 @@ const STATES: [&str; 12] = [
 
 /// Prometheus text format. Names `muhurat_<thing>_<unit>`, low-cardinality
 /// labels (STYLE.md).
+///
+/// Unauthenticated, so it reads nothing but memory: the gauges the
+/// controller keeps as it commits ([`crate::controller::gauges`]), its
+/// counters and its view of the freeze and the clock. A scraper loop never
+/// becomes database load, and a scrape answers while the store is down.
 async fn metrics(State(st): State<AppState>) -> Response {
     use std::fmt::Write;
     let c = &st.controller;
     let mut out = String::new();
     let mut counts: std::collections::BTreeMap<String, u64> =
         STATES.iter().map(|s| (s.to_string(), 0)).collect();
-    // One aggregate query at most every COUNTS_MAX_AGE (unauthenticated
-    // endpoint: a scraper loop must not turn into database load).
-    let store_up = {
-        let mut cached = st.counts.lock().await;
-        let fresh = cached
-            .as_ref()
-            .filter(|(at, _)| at.elapsed() < COUNTS_MAX_AGE)
-            .map(|(_, v)| v.clone());
-        let got = match fresh {
-            Some(v) => Ok(v),
-            None => c.store().count_by_state().await.inspect(|v| {
-                *cached = Some((std::time::Instant::now(), v.clone()));
-            }),
-        };
-        match got {
-            Ok(v) => {
-                for (state, n) in v {
-                    *counts.entry(state).or_default() += n.max(0) as u64;
-                }
-                1
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "Metrics: the store did not answer.");
-                0
-            }
-        }
-    };
+    for (state, n) in c.gauges().by_state() {
+        *counts.entry(state).or_default() += n;
+    }
+    let store_up = u8::from(c.gauges().store_up());
     let _ = writeln!(
         out,
         "# HELP muhurat_rollouts Rollouts by state.\n# TYPE muhurat_rollouts gauge"
@@ -393,7 +363,7 @@ async fn metrics(State(st): State<AppState>) -> Response {
     }
     let _ = writeln!(
         out,
-        "# HELP muhurat_store_up 1 when the database answered this scrape.\n# TYPE muhurat_store_up gauge\nmuhurat_store_up {store_up}"
+        "# HELP muhurat_store_up 1 when the controller's latest pass reached the database.\n# TYPE muhurat_store_up gauge\nmuhurat_store_up {store_up}"
     );
     let _ = writeln!(
         out,
@@ -467,13 +437,11 @@ async fn metrics(State(st): State<AppState>) -> Response {
         "# HELP muhurat_notifications_sent_total Webhook deliveries that succeeded.\n# TYPE muhurat_notifications_sent_total counter\nmuhurat_notifications_sent_total {}",
         crate::notify::sent_total()
     );
-    if let Ok(f) = c.store().freeze().await {
-        let _ = writeln!(
-            out,
-            "# HELP muhurat_freeze_on 1 while the global freeze is on.\n# TYPE muhurat_freeze_on gauge\nmuhurat_freeze_on {}",
-            u8::from(f.on)
-        );
-    }
+    let _ = writeln!(
+        out,
+        "# HELP muhurat_freeze_on 1 while the global freeze is on (as this server enforces it).\n# TYPE muhurat_freeze_on gauge\nmuhurat_freeze_on {}",
+        u8::from(c.frozen())
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -305,6 +305,11 @@ async fn serve(s: Settings) -> Result<(), String> {
         std::time::Duration::from_secs(5),
         Arc::new(move |why| watched.set_acting(why)),
     );
+    // The /metrics gauges, once from the store; then each commit keeps
+    // them (a scrape never queries the store).
+    if let Err(e) = controller.load_gauges().await {
+        tracing::warn!(error = %e, "Could not load the /metrics gauges; rollouts appear as they change.");
+    }
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let loop_task = tokio::spawn(controller.clone().run(stop_rx));
     // Webhooks from the outbox, in their own task: never in the controller's way.

@@ -30,6 +30,7 @@ mod actuator;
 pub mod calendars;
 mod degraded;
 mod evaluate;
+pub mod gauges;
 pub mod journal;
 mod pass;
 mod start;
@@ -191,6 +192,7 @@ pub struct Controller {
     in_flight: AtomicUsize,
     idle: Notify,
     counters: Counters,
+    gauges: gauges::Gauges,
 }
 
 fn ctl_err(id: &str, m: impl std::fmt::Display) -> ControlError {
@@ -255,6 +257,7 @@ impl Controller {
             in_flight: AtomicUsize::new(0),
             idle: Notify::new(),
             counters: Counters::default(),
+            gauges: gauges::Gauges::default(),
         })
     }
 
@@ -273,6 +276,23 @@ impl Controller {
     /// Counters for `/metrics`.
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    /// Gauges for `/metrics`, kept in memory: a scrape reads no store.
+    pub fn gauges(&self) -> &gauges::Gauges {
+        &self.gauges
+    }
+
+    /// Load the `/metrics` gauges (every rollout's state, the freeze) from
+    /// the store, once, at start. From then on each commit updates them.
+    pub async fn load_gauges(&self) -> Result<(), StoreError> {
+        let states = self.store.rollout_states().await?;
+        self.gauges.load(states);
+        if self.store.freeze().await?.on {
+            // Only ever towards "frozen": the first pass refreshes it.
+            self.frozen.store(true, Ordering::SeqCst);
+        }
+        Ok(())
     }
 
     /// The traffic backends (reads for `pools` and `check-target`; writes
@@ -558,6 +578,7 @@ impl Controller {
         let clock_note = self.clock_status().note;
         let mut out: Option<engine::Transition> = None;
         let mut moved_wake: Option<Option<DateTime<Utc>>> = None;
+        let mut new_state: Option<String> = None;
         let committed = self
             .store
             .transition(id, |cur| {
@@ -602,10 +623,15 @@ impl Controller {
                     )?)
                 };
                 out = Some(t);
+                new_state = update.as_ref().map(|u| u.state.clone());
                 Ok::<_, ControlError>(update)
             })
             .await?;
         let committed = committed?;
+        // The `/metrics` gauge follows the commit (never a store read).
+        if let (Some(_), Some(state)) = (&committed, &new_state) {
+            self.gauges.set(id, state);
+        }
         let Some(t) = out else { return Ok(None) };
         if !t.events.is_empty() {
             self.counters.transitions.fetch_add(1, Ordering::Relaxed);

@@ -55,8 +55,14 @@ impl Controller {
             Ok::<_, StoreError>((active, freeze, pools))
         };
         let (active, freeze, pools) = match read.await {
-            Ok(x) => x,
-            Err(e) => return Ok(self.pass_degraded(now, &e).await),
+            Ok(x) => {
+                self.gauges.set_store_up(true);
+                x
+            }
+            Err(e) => {
+                self.gauges.set_store_up(false);
+                return Ok(self.pass_degraded(now, &e).await);
+            }
         };
         self.frozen.store(freeze.on, Ordering::SeqCst);
         if let Err(e) = self.replay_journal().await {

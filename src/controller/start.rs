@@ -141,6 +141,7 @@ impl Controller {
             }
             Err(e) => return Err(e.into()),
         }
+        self.gauges.load([(id.clone(), rec.state.clone())]);
         tracing::info!(rollout = %id, spec = %spec.name, revision = %req.revision, "Rollout accepted.");
         self.spawn_preflight(id, Arc::new(spec));
         Ok(StartOutcome::Created(rec))

@@ -1,6 +1,8 @@
 //! The transitions. `step` dispatches the input, then `settle` moves the
 //! rollout through as many steps as `now` allows, then the live fields
-//! (`waiting_for`, `next_window`) and the wake-up timer are derived.
+//! (`waiting_for`, `next_window`) and the wake-up timer are derived, a new
+//! wait is announced, and the notices become `Notify` effects that say what
+//! comes next.
 
 use chrono::{DateTime, TimeDelta, Utc};
 
@@ -20,14 +22,18 @@ pub fn step(
         ctx,
         effects: Vec::new(),
         events: Vec::new(),
+        notices: Vec::new(),
     };
     m.dispatch(input)?;
     m.settle();
     m.derive();
+    m.announce_wait(r);
+    let notices = m.notices();
     let mut effects = m.effects;
     let mut events = m.events;
     let mut next = m.r;
     if core(&next) != core(r) {
+        effects.extend(notices);
         if events.is_empty() {
             events.push(Event {
                 kind: EventKind::StateChanged,
@@ -92,6 +98,10 @@ struct Machine<'a, 'c> {
     ctx: &'a Ctx<'c>,
     effects: Vec<Effect>,
     events: Vec<Event>,
+    /// Messages for people, by the event kind they belong to; turned into
+    /// `Effect::Notify` once the transition is complete ([`Machine::notices`]),
+    /// so each can say what comes next.
+    notices: Vec<(EventKind, String)>,
 }
 
 impl Machine<'_, '_> {
@@ -110,9 +120,84 @@ impl Machine<'_, '_> {
         });
     }
 
+    /// Queue a message for people about this transition. Every notice
+    /// pairs with an event of its kind in the same transition (the outbox
+    /// is keyed by event), so each is delivered once.
     fn notify(&mut self, kind: EventKind, text: impl Into<String>) {
-        let text = format!("{}: {}", self.r.name, text.into());
-        self.effects.push(Effect::Notify { kind, text });
+        self.notices.push((kind, text.into()));
+    }
+
+    /// Once per wait: an event and a notice when the rollout has just
+    /// started waiting for a window or for an approval. "Just started" is
+    /// decided against the rollout before this input, so a wait that lasts
+    /// many passes announces itself once; the next step's wait (or the same
+    /// step's after a pause) is a new wait. Moving between waiting for the
+    /// window and waiting for checks at the same step is the same wait. A
+    /// transition whose own notice already says it waits for the next window
+    /// (an expired raise, drift) adds none.
+    fn announce_wait(&mut self, before: &Rollout) {
+        let same_step = before.step == self.r.step;
+        let Some(waiting) = self.r.waiting_for.clone() else {
+            return;
+        };
+        match self.r.state {
+            State::WaitingForWindow => {
+                let continuing = same_step
+                    && matches!(
+                        before.state,
+                        State::WaitingForWindow | State::WaitingForChecks
+                    );
+                let said = self
+                    .notices
+                    .iter()
+                    .any(|(k, _)| matches!(k, EventKind::RaiseExpired | EventKind::DriftDetected));
+                if !continuing && !said {
+                    self.event(EventKind::WaitingForWindow, waiting.clone());
+                    self.notify(EventKind::WaitingForWindow, format!("waiting — {waiting}"));
+                }
+            }
+            State::AwaitingApproval if !(same_step && before.state == State::AwaitingApproval) => {
+                let step = self.r.step;
+                self.event(
+                    EventKind::AwaitingApproval,
+                    format!("step {step} awaits approval: {waiting}"),
+                );
+                self.notify(
+                    EventKind::AwaitingApproval,
+                    format!(
+                        "step {step} awaits approval ({waiting}); approve on the dashboard or with `muhurat approve {}`",
+                        self.r.id
+                    ),
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// The queued notices as effects, each naming the rollout (name,
+    /// revision) and, unless the transition also announces a wait (which
+    /// is itself what comes next), ending with what comes next.
+    fn notices(&mut self) -> Vec<Effect> {
+        let announces_wait = self
+            .notices
+            .iter()
+            .any(|(k, _)| matches!(k, EventKind::WaitingForWindow | EventKind::AwaitingApproval));
+        let next = match self.r.state {
+            _ if announces_wait => None,
+            State::Paused => Some(format!("resume with `muhurat resume {}`", self.r.id)),
+            s if s.is_terminal() => None,
+            _ => self.r.waiting_for.clone(),
+        };
+        std::mem::take(&mut self.notices)
+            .into_iter()
+            .map(|(kind, text)| {
+                let mut text = format!("{} {}: {text}", self.r.name, self.r.revision);
+                if let Some(n) = &next {
+                    text.push_str(&format!(". Next: {n}"));
+                }
+                Effect::Notify { kind, text }
+            })
+            .collect()
     }
 
     fn tz(&self) -> chrono_tz::Tz {
@@ -138,6 +223,11 @@ impl Machine<'_, '_> {
             Input::PreflightPassed => {
                 if self.r.state == State::Pending {
                     self.event(EventKind::PreflightPassed, "preflight passed");
+                    let by = self.r.initiator.name.clone();
+                    self.notify(
+                        EventKind::PreflightPassed,
+                        format!("accepted (started by {by}, preflight passed)"),
+                    );
                     // A placeholder: settle picks the real waiting state.
                     self.r.state = State::WaitingForWindow;
                 }
@@ -298,7 +388,8 @@ impl Machine<'_, '_> {
             b.since = b.since.max(self.now);
         }
         self.r.state = State::WaitingForWindow;
-        self.event(EventKind::Resumed, why);
+        self.event(EventKind::Resumed, why.clone());
+        self.notify(EventKind::Resumed, why);
         Ok(())
     }
 
@@ -412,14 +503,23 @@ impl Machine<'_, '_> {
         }
         self.r.ever_written = true;
         self.r.write = None;
+        // The read-back that confirmed this write is the newest reading of
+        // every endpoint. Kept, so a rollout that ends on this write shows
+        // it (a terminal rollout takes no further `Observed`), not the drift
+        // read from before the write.
+        if !endpoints.is_empty() {
+            for ep in endpoints.keys() {
+                self.r.unreachable.remove(ep);
+            }
+            self.r.observed = endpoints.clone();
+        }
         match w.purpose {
             Purpose::Raise => {
                 let from = self.r.confirmed;
                 self.confirm(share);
-                self.event(
-                    EventKind::WeightConfirmed,
-                    format!("{from}% → {share}% confirmed on every endpoint"),
-                );
+                let why = format!("{from}% → {share}% confirmed on every endpoint");
+                self.event(EventKind::WeightConfirmed, why.clone());
+                self.notify(EventKind::WeightConfirmed, why);
                 // The set_weight step is done.
                 self.r.step += 1;
             }
@@ -673,8 +773,10 @@ impl Machine<'_, '_> {
                 for st in self.r.checks.values_mut() {
                     st.failure_streak = 0;
                 }
-                self.notify(EventKind::CheckFailed, format!("{why}; pausing"));
+                // Once: a rollout already paused is not told again each
+                // time the streak comes round while it stays paused.
                 if self.r.state != State::Paused {
+                    self.notify(EventKind::CheckFailed, format!("{why}; pausing"));
                     self.pause(PauseCause::OnFailure, "checks", &why);
                 }
             }
@@ -694,7 +796,7 @@ impl Machine<'_, '_> {
                     }
                     return;
                 }
-                self.notify(EventKind::RollbackStarted, format!("{why}; rolling back"));
+                self.notify(EventKind::CheckFailed, format!("{why}; rolling back to 0%"));
                 self.event(
                     EventKind::RollbackStarted,
                     format!("{why}; rolling back to 0%"),
@@ -737,7 +839,11 @@ impl Machine<'_, '_> {
         self.r.state = state;
         let why = format!("{}; canary at 0%", w.why);
         self.event(kind, why.clone());
-        self.notify(kind, why);
+        let text = match kind {
+            EventKind::RolledBack => format!("rolled back — {why}"),
+            _ => why,
+        };
+        self.notify(kind, text);
     }
 
     fn start_write(
@@ -769,8 +875,17 @@ impl Machine<'_, '_> {
     fn expire_raise(&mut self, w: &Write) {
         let back = self.r.confirmed;
         let deadline = w.deadline.map(|d| local(self.tz(), d)).unwrap_or_default();
+        let next = crate::plan::first_raise_at(
+            self.ctx.permitted,
+            self.now,
+            self.spec().windows.min_remaining,
+        )
+        .map_or_else(
+            || "waiting for the next window".to_string(),
+            |t| format!("the next window opens {}", local(self.tz(), t)),
+        );
         let why = format!(
-            "raise to {}% was not confirmed by its deadline {deadline}; back to {back}%, waiting for the next window",
+            "raise to {}% was not confirmed by its deadline {deadline}; back to {back}%; {next}",
             w.share
         );
         self.event(EventKind::RaiseExpired, why.clone());
@@ -821,6 +936,11 @@ impl Machine<'_, '_> {
             at: self.now,
         });
         self.event(EventKind::Paused, format!("paused by {by}: {reason}"));
+        // Automatic pauses are announced by the notice of their cause (a
+        // failing check, drift, an inconclusive streak, a live pool down).
+        if matches!(cause, PauseCause::Human | PauseCause::Step) {
+            self.notify(EventKind::Paused, format!("paused by {by}: {reason}"));
+        }
         if cause != PauseCause::Step {
             self.void_approvals("the rollout paused");
         }

@@ -516,6 +516,11 @@ pub enum EventKind {
     Aborted,
     Succeeded,
     Failed,
+    /// The rollout began waiting for a permitted window (or for a raise
+    /// gate: freeze, clock, pool health) at this step; once per wait.
+    WaitingForWindow,
+    /// The rollout began waiting for approvals at this step; once per wait.
+    AwaitingApproval,
     /// A state change with no more specific event (e.g. a window opened but
     /// checks are not ready yet).
     StateChanged,

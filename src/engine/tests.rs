@@ -1284,3 +1284,364 @@ fn a_lowering_of_a_partly_landed_raise_pauses_instead_of_being_raised_back() {
     // The raise is gone; what is written now is a decrease (no deadline).
     assert!(applies(&tr).iter().all(|(s, d, _)| *s == 0 && d.is_none()));
 }
+
+// ---- notifications --------------------------------------------------------
+
+/// The notices of a transition: (kind, text). Each must pair with an event
+/// of its kind in the same transition (the outbox is keyed by event).
+fn notices(tr: &Transition) -> Vec<(EventKind, String)> {
+    let out: Vec<(EventKind, String)> = tr
+        .effects
+        .iter()
+        .filter_map(|e| match e {
+            Effect::Notify { kind, text } => Some((*kind, text.clone())),
+            _ => None,
+        })
+        .collect();
+    for (k, text) in &out {
+        assert!(
+            kinds(tr).contains(k),
+            "notice {k:?} ({text}) has no event of its kind: {:?}",
+            kinds(tr)
+        );
+    }
+    out
+}
+
+/// Runs a script of inputs, collecting every notice in order.
+struct Script<'w> {
+    w: &'w World,
+    r: Rollout,
+    sent: Vec<(EventKind, String)>,
+}
+
+impl Script<'_> {
+    fn feed(&mut self, input: Input, now: DateTime<Utc>) {
+        let tr = self.w.step(&self.r, input, now);
+        self.sent.extend(notices(&tr));
+        self.r = tr.rollout;
+    }
+
+    fn apply_current(&mut self, share: u32, now: DateTime<Utc>) {
+        let v = self.r.write.as_ref().expect("a write in flight").version;
+        self.feed(applied(v, share), now);
+    }
+
+    fn kinds(&self) -> Vec<EventKind> {
+        self.sent.iter().map(|(k, _)| *k).collect()
+    }
+
+    fn text(&self, k: EventKind) -> &str {
+        &self.sent.iter().find(|(x, _)| *x == k).unwrap().1
+    }
+}
+
+#[test]
+fn each_notification_kind_is_emitted_once_across_a_scripted_run() {
+    // Success path: accepted, awaiting approval, waiting for a window, an
+    // expired raise, weight confirmed, paused and resumed during the bake,
+    // succeeded — with many passes in between that must say nothing.
+    let w = World::new(load(
+        "  - approval: {min: 1}\n  - set_weight: 100\n  - bake: {duration: 1h}",
+        "",
+        "",
+    ));
+    let mut s = Script {
+        w: &w,
+        r: w.new_rollout(ist(3, "10:00")),
+        sent: Vec::new(),
+    };
+    s.feed(Input::PreflightPassed, ist(3, "10:00"));
+    s.feed(Input::Tick, ist(3, "10:10"));
+    let hash = s.r.spec_hash.clone();
+    s.feed(approve("alice", 0, &hash), ist(3, "10:30"));
+    assert_eq!(s.r.state, State::WaitingForWindow);
+    // The same wait across many passes and readings: announced once.
+    for (k, hm) in ["11:00", "12:00", "13:00", "15:00", "15:59"]
+        .iter()
+        .enumerate()
+    {
+        s.feed(Input::Tick, ist(3, hm));
+        let shares = [("unix:/run/h.sock".to_string(), 0.0)].into();
+        s.feed(
+            Input::Observed {
+                shares,
+                unreachable: Default::default(),
+            },
+            ist(3, hm) + TimeDelta::seconds(k as i64 + 1),
+        );
+    }
+    s.feed(Input::Tick, ist(3, "16:00"));
+    assert_eq!(s.r.state, State::Applying);
+    // Never confirmed: expires at the window's end (Fri 08:30).
+    s.feed(Input::Tick, ist(4, "08:30"));
+    s.apply_current(0, ist(4, "08:31"));
+    s.feed(Input::Tick, ist(4, "12:00"));
+    s.feed(Input::Tick, ist(4, "16:00"));
+    s.apply_current(100, ist(4, "16:01"));
+    assert_eq!(s.r.state, State::Baking);
+    s.feed(
+        Input::Pause {
+            by: "bob".into(),
+            reason: Some("watching a dashboard".into()),
+        },
+        ist(4, "16:10"),
+    );
+    s.feed(
+        Input::Resume {
+            by: "bob".into(),
+            override_checks: false,
+            reason: None,
+        },
+        ist(4, "16:20"),
+    );
+    assert_eq!(s.r.state, State::Baking);
+    s.feed(Input::Tick, ist(4, "16:40"));
+    s.feed(Input::Tick, ist(4, "17:05"));
+    assert_eq!(s.r.state, State::Succeeded);
+    s.feed(Input::Tick, ist(4, "18:00"));
+    assert_eq!(
+        s.kinds(),
+        vec![
+            EventKind::PreflightPassed,
+            EventKind::AwaitingApproval,
+            EventKind::WaitingForWindow,
+            EventKind::RaiseExpired,
+            EventKind::WeightConfirmed,
+            EventKind::Paused,
+            EventKind::Resumed,
+            EventKind::Succeeded,
+        ],
+        "{:#?}",
+        s.sent
+    );
+    // Short, for a person: names the rollout, says what happened and what
+    // comes next.
+    for (_, text) in &s.sent {
+        assert!(text.starts_with("p abc123: "), "{text}");
+    }
+    // The approval notice in the same transition is what comes next.
+    assert_eq!(
+        s.text(EventKind::PreflightPassed),
+        "p abc123: accepted (started by ci, preflight passed)"
+    );
+    assert!(
+        s.text(EventKind::AwaitingApproval)
+            .contains("step 0 awaits approval (needs 1 more approval)"),
+        "{}",
+        s.text(EventKind::AwaitingApproval)
+    );
+    assert_eq!(
+        s.text(EventKind::WaitingForWindow),
+        "p abc123: waiting — window opens Thu 16:00 IST (0% → 100%)"
+    );
+    assert!(
+        s.text(EventKind::RaiseExpired)
+            .contains("back to 0%; the next window opens Fri 16:00 IST"),
+        "{}",
+        s.text(EventKind::RaiseExpired)
+    );
+    assert_eq!(
+        s.text(EventKind::WeightConfirmed),
+        "p abc123: 0% → 100% confirmed on every endpoint. Next: bake until Fri 17:01 IST"
+    );
+    assert_eq!(
+        s.text(EventKind::Paused),
+        "p abc123: paused by bob: watching a dashboard. Next: resume with `muhurat resume r1`"
+    );
+    assert_eq!(
+        s.text(EventKind::Resumed),
+        "p abc123: resumed by bob. Next: bake until Fri 17:01 IST"
+    );
+    assert!(
+        s.text(EventKind::Succeeded)
+            .starts_with("p abc123: every step done at 100%"),
+        "{}",
+        s.text(EventKind::Succeeded)
+    );
+
+    // Failure path: accepted inside a window (raised at once), weight
+    // confirmed, a check failing at its limit, rolled back.
+    let w = World::new(load(
+        "  - set_weight: 10\n  - bake: {duration: 1h}\n  - set_weight: 100",
+        CHECKS,
+        "on_failure: rollback",
+    ));
+    let mut s = Script {
+        w: &w,
+        r: w.new_rollout(ist(3, "16:00")),
+        sent: Vec::new(),
+    };
+    s.feed(Input::PreflightPassed, ist(3, "16:00"));
+    s.apply_current(10, ist(3, "16:01"));
+    s.feed(
+        results(ist(3, "16:11"), Verdict::Fail, false),
+        ist(3, "16:11"),
+    );
+    s.feed(
+        results(ist(3, "16:21"), Verdict::Fail, false),
+        ist(3, "16:21"),
+    );
+    assert_eq!(s.r.state, State::RollingBack);
+    s.feed(Input::Tick, ist(3, "16:22"));
+    s.apply_current(0, ist(3, "16:23"));
+    assert_eq!(s.r.state, State::RolledBack);
+    s.feed(
+        results(ist(3, "16:31"), Verdict::Fail, false),
+        ist(3, "16:31"),
+    );
+    assert_eq!(
+        s.kinds(),
+        vec![
+            EventKind::PreflightPassed,
+            EventKind::WeightConfirmed,
+            EventKind::CheckFailed,
+            EventKind::RolledBack,
+        ],
+        "{:#?}",
+        s.sent
+    );
+    assert!(
+        s.text(EventKind::PreflightPassed)
+            .contains("accepted (started by ci, preflight passed). Next: applying 10%"),
+        "{}",
+        s.text(EventKind::PreflightPassed)
+    );
+    assert_eq!(
+        s.text(EventKind::CheckFailed),
+        "p abc123: check e failed 2 times in a row; rolling back to 0%. Next: rolling back to 0%, waiting for confirmation"
+    );
+    assert_eq!(
+        s.text(EventKind::RolledBack),
+        "p abc123: rolled back — check e failed 2 times in a row; canary at 0%"
+    );
+}
+
+#[test]
+fn a_wait_is_announced_once_and_the_next_steps_wait_again() {
+    let w = World::std();
+    let r = w.new_rollout(ist(3, "10:00"));
+    let tr = w.step(&r, Input::PreflightPassed, ist(3, "10:00"));
+    let first: Vec<EventKind> = notices(&tr).into_iter().map(|(k, _)| k).collect();
+    assert_eq!(
+        first,
+        vec![EventKind::PreflightPassed, EventKind::WaitingForWindow]
+    );
+    assert!(kinds(&tr).contains(&EventKind::WaitingForWindow));
+    let mut r = tr.rollout;
+    for hm in ["11:00", "12:00", "13:00", "14:00", "15:00", "15:30"] {
+        let tr = w.step(&r, Input::Tick, ist(3, hm));
+        assert!(notices(&tr).is_empty(), "{hm}: {:?}", notices(&tr));
+        assert!(!kinds(&tr).contains(&EventKind::WaitingForWindow));
+        r = tr.rollout;
+    }
+    // 10% confirmed, baked through Friday, approved after the window has
+    // closed: the next raise waits again, and says so once.
+    let r = awaiting_approval(&w);
+    let tr = w.step(&r, approve("alice", 2, &r.spec_hash), ist(4, "15:40"));
+    assert_eq!(tr.rollout.state, State::WaitingForWindow);
+    let n = notices(&tr);
+    assert_eq!(n.len(), 1, "{n:?}");
+    assert_eq!(n[0].0, EventKind::WaitingForWindow);
+    assert_eq!(
+        n[0].1,
+        "p abc123: waiting — window opens Fri 16:00 IST (10% → 100%)"
+    );
+    let tr = w.step(&tr.rollout, Input::Tick, ist(4, "15:50"));
+    assert!(notices(&tr).is_empty());
+}
+
+#[test]
+fn waiting_for_checks_and_back_to_the_window_is_the_same_wait() {
+    // Approved inside the window (Fri 16:05) after a failed evaluation:
+    // waiting for checks, which is no new wait for a window.
+    let w = World::std();
+    let r = awaiting_approval(&w);
+    let r = w
+        .step(
+            &r,
+            results(ist(4, "15:35"), Verdict::Fail, false),
+            ist(4, "15:35"),
+        )
+        .rollout;
+    let tr = w.step(&r, approve("alice", 2, &r.spec_hash), ist(4, "16:05"));
+    assert_eq!(
+        tr.rollout.state,
+        State::WaitingForChecks,
+        "{:?}",
+        tr.rollout.waiting_for
+    );
+    assert!(notices(&tr).is_empty(), "{:?}", notices(&tr));
+    // The window closes (Mon 08:30) before the checks are ready: back to
+    // waiting for the window at the same step — not a new wait.
+    let tr = w.step(&tr.rollout, Input::Tick, ist(7, "08:31"));
+    assert_eq!(
+        tr.rollout.state,
+        State::WaitingForWindow,
+        "{:?}",
+        tr.rollout.waiting_for
+    );
+    assert!(notices(&tr).is_empty(), "{:?}", notices(&tr));
+}
+
+#[test]
+fn observed_of_a_finished_rollout_is_the_reading_that_confirmed_it_not_a_stale_one() {
+    let w = World::new(load(
+        "  - set_weight: 10\n  - bake: {duration: 1h}\n  - set_weight: 100",
+        CHECKS,
+        "on_failure: rollback",
+    ));
+    let eps = |v: f64| -> BTreeMap<String, f64> {
+        [
+            ("unix:/run/h.sock".to_string(), v),
+            ("tcp:10.0.0.5:9999".to_string(), v),
+        ]
+        .into()
+    };
+    let r = w.new_rollout(ist(3, "16:00"));
+    let r = w.step(&r, Input::PreflightPassed, ist(3, "16:00")).rollout;
+    let v = r.write.as_ref().unwrap().version;
+    let r = w.step(&r, applied(v, 10), ist(3, "16:01")).rollout;
+    // The drift read at 10%, then a rollback.
+    let r = w
+        .step(
+            &r,
+            Input::Observed {
+                shares: eps(10.0),
+                unreachable: Default::default(),
+            },
+            ist(3, "16:05"),
+        )
+        .rollout;
+    let r = w
+        .step(
+            &r,
+            results(ist(3, "16:11"), Verdict::Fail, false),
+            ist(3, "16:11"),
+        )
+        .rollout;
+    let r = w
+        .step(
+            &r,
+            results(ist(3, "16:21"), Verdict::Fail, false),
+            ist(3, "16:21"),
+        )
+        .rollout;
+    assert_eq!(r.state, State::RollingBack);
+    let v = r.write.as_ref().unwrap().version;
+    let r = w
+        .step(
+            &r,
+            Input::Applied {
+                version: v,
+                share: 0,
+                confirmed: true,
+                detail: "ok".into(),
+                endpoints: eps(0.0),
+            },
+            ist(3, "16:22"),
+        )
+        .rollout;
+    assert_eq!(r.state, State::RolledBack);
+    assert_eq!(r.observed, eps(0.0), "the stale 10% reading was kept");
+}

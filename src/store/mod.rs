@@ -521,14 +521,19 @@ impl Store {
         row.as_ref().map(rollout_from).transpose()
     }
 
-    /// How many rollouts are in each state (one aggregate query; no rows
-    /// are loaded).
-    pub async fn count_by_state(&self) -> Result<Vec<(String, i64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM rollouts GROUP BY state")
+    /// Every rollout's id and state (no data column): the controller's
+    /// `/metrics` gauges are loaded from it once, at start.
+    pub async fn rollout_states(&self) -> Result<Vec<(String, String)>> {
+        let rows = sqlx::query("SELECT id, state FROM rollouts")
             .fetch_all(&self.pool)
             .await?;
         rows.iter()
-            .map(|r| Ok((r.try_get::<String, _>("state")?, r.try_get::<i64, _>("n")?)))
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("id")?,
+                    r.try_get::<String, _>("state")?,
+                ))
+            })
             .collect()
     }
 

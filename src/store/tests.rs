@@ -139,6 +139,16 @@ async fn one_active_rollout_per_target(b: Backend) {
         s.active_on_target(target).await.unwrap().map(|r| r.id),
         Some("r2".into())
     );
+    // What the /metrics gauges load at start: every rollout's state.
+    let mut states = s.rollout_states().await.unwrap();
+    states.sort();
+    assert_eq!(
+        states,
+        [
+            ("r1".to_string(), "aborted".to_string()),
+            ("r2".to_string(), rollout("r2", target).state),
+        ]
+    );
 }
 
 async fn transition_bumps_version_and_appends_events(b: Backend) {
