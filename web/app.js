@@ -404,11 +404,12 @@
     for (const p of (ready && ready.problems) || []) {
       if (/clock/.test(p.code)) items.push({ kind: "clock", label: "Clock", html: `${esc(p.message)} — no raises until it is fixed.` });
     }
-    for (const w of (ready && ready.warnings) || []) {
-      if (w.code === "rollout_pass_failing") items.push({ kind: "cannot-act", label: "Controller cannot act", id: w.rollout, html: `<a href="/rollouts/${encodeURIComponent(w.rollout)}">${esc(w.rollout)}</a>: ${esc(w.message)}` });
-    }
+
     for (const r of rollouts) {
       if (!r.active) continue;
+      if (r.pass_failing) {
+        items.push({ kind: "cannot-act", label: "Controller cannot act", id: r.id, html: `${link(r)}: its last ${r.pass_failing.passes} controller passes failed (since ${when(r.pass_failing.since, r.timezone)}), so nothing is done for it — not even an abort: ${esc(r.pass_failing.error)}` });
+      }
       if (r.state === "awaiting_approval" && CAN.approve) {
         const initiator = r.separation_of_duties && (ME.principal === r.principal || ME.principal === r.initiator);
         const done = (r.approved_by || []).includes(ME.principal);
@@ -758,18 +759,33 @@
           svg += rect(special ? "special" : "session", a, b, `${n} ${special ? "special " : ""}session${s.rule && s.rule !== "regular" ? ` (${s.rule})` : ""}`);
           texts.push(`${fmtHM(sp.from, zone)}–${fmtHM(sp.to, zone)}`);
         }
-        // A guard that runs past midnight (a session closing at 23:30)
-        // continues at the start of this day.
-        const pg = permitted && permitted.guard && permitted.guard.segments.includes(n) && di > 0 ? permitted.guard : null;
+        // Guards that cross midnight: after the previous day's session (one
+        // closing at 23:30) and before the next day's (one opening at 00:15).
+        const pg = permitted && permitted.guard && permitted.guard.segments.includes(n) ? permitted.guard : null;
         if (pg) {
-          const prev = (segSessions(days[di - 1]).find(([k]) => k === n) || [n, []])[1];
-          for (const s of prev) {
+          const sessionsOf = (day) => (day ? (segSessions(day).find(([k]) => k === n) || [n, []])[1] : []);
+          const after = Math.round(pg.after_close_seconds / 60), before = Math.round(pg.before_open_seconds / 60);
+          for (const s of sessionsOf(days[di - 1])) {
             const end = minutes(span(s).to, days[di - 1].date, zone);
-            const spill = end === null ? 0 : end + Math.round(pg.after_close_seconds / 60) - 1440;
+            const spill = end === null ? 0 : end + after - 1440;
             if (spill > 0) svg += rect("guard", 0, Math.min(1440, spill), `guard after the previous day's ${n} session (${permitted.name})`);
           }
+          for (const s of sessionsOf(days[di + 1])) {
+            const open = minutes(span(s).from, days[di + 1].date, zone);
+            const spill = open === null ? 0 : before - open;
+            if (spill > 0) svg += rect("guard", Math.max(0, 1440 - spill), 1440, `guard before the next day's ${n} session (${permitted.name})`);
+          }
         }
-        for (const b of bl) svg += rect("blackout", minutes(span(b).from, date, zone), minutes(span(b).to, date, zone), b.name || "blackout");
+        // Blackouts block every segment, widened by the same guard.
+        const bg = permitted && permitted.guard ? permitted.guard : null;
+        for (const b of bl) {
+          const a = minutes(span(b).from, date, zone), z = minutes(span(b).to, date, zone);
+          if (bg && a !== null && z !== null) {
+            svg += rect("guard", Math.max(0, a - Math.round(bg.before_open_seconds / 60)), a, `guard before the blackout (${permitted.name})`);
+            svg += rect("guard", z, Math.min(1440, z + Math.round(bg.after_close_seconds / 60)), `guard after the blackout (${permitted.name})`);
+          }
+          svg += rect("blackout", a, z, b.name || "blackout");
+        }
         svg += "</svg>";
         const segInfo = segSessions(d).find(([k]) => k === n);
         const closedByHoliday = (d.segments || []).some && (d.segments || []).some((x) => x.segment === n && x.closed_by_holiday);

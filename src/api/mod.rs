@@ -295,12 +295,16 @@ async fn readyz(State(st): State<AppState>) -> Response {
     // the server still protects every other rollout, and a health check
     // that restarts it would not fix the cause.
     let mut warnings = calendars::readiness_warnings(c.calendars(), now);
-    for (id, error) in c.failing_rollouts() {
+    // Unauthenticated: how many, not which or why (ids and errors are in
+    // the rollouts' API answers, `pass_failing`, and the server log).
+    let failing = c.failing_rollouts().len();
+    if failing > 0 {
         warnings.push(json!({
             "code": "rollout_pass_failing",
-            "rollout": id,
+            "count": failing,
             "message": format!(
-                "every controller pass fails for this rollout, so nothing is done for it (not even an abort) until the cause is fixed: {error}"
+                "{failing} active rollout(s): the last {} controller passes or more all failed, so nothing is done for them (not even an abort) until the cause is fixed — `pass_failing` in GET /api/v1/rollouts and the server log say why",
+                crate::controller::PASS_FAILING_AFTER
             ),
         }));
     }

@@ -4,7 +4,7 @@
 //! `{id}` is a rollout id or a spec name meaning that spec's active rollout
 //! (docs/design.md §6 `ROLLOUT`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
@@ -166,6 +166,16 @@ fn summary(rec: &RolloutRecord, r: &Rollout, steps: Option<usize>) -> Value {
     })
 }
 
+/// `pass_failing`: when the controller's last passes over this rollout all
+/// failed (it cannot act on it, not even to abort), since when, how many
+/// and the latest error; null otherwise.
+fn pass_failing(failing: &BTreeMap<String, crate::controller::PassFailing>, id: &str) -> Value {
+    match failing.get(id) {
+        Some(f) => json!({"since": ts(f.since), "passes": f.passes, "error": f.error}),
+        None => Value::Null,
+    }
+}
+
 /// What the dashboard's rollouts page needs beyond `status -o json`: the
 /// observed shares, the write in flight (its raise deadline), why it is
 /// paused, each check's latest verdict, the next step, and who has already
@@ -270,7 +280,7 @@ fn permitted_windows(
     let freeze = if frozen { vec![range] } else { vec![] };
     let list: Vec<Value> = windows::explain(&spec.window_rules(), cal, range, &freeze)
         .into_iter()
-        .take(200)
+        .take(MAX_WINDOWS)
         .map(|e| {
             let closed_by = match e.closed_by.as_ref().map(|b| &b.block) {
                 Some(Block::Session { segment, .. }) => format!("{segment} session"),
@@ -316,30 +326,36 @@ fn step_json(index: usize, s: &Step) -> Value {
     }
 }
 
-/// What a raise due at `at` waits for, when `at` is the start of a
-/// permitted window after `now`: the rule that opens that window ("the
-/// equity session ends (+15m guard)"). `None` when the raise may happen at
-/// once or lands inside a window (it waits for something else: a bake, an
-/// approval). Looks back at most a week from `at`, so it stays cheap.
-fn opens_after(
+/// At most this many windows are listed.
+const MAX_WINDOWS: usize = 200;
+
+/// How far ahead the rules that open windows are named (a projected step
+/// later than this shows its time without one).
+const OPENERS_DAYS: i64 = 60;
+
+/// The rule that opens each permitted window beginning in `(now, until]`,
+/// by the window's start ("the equity session ends (+15m guard)"): what a
+/// raise due at that instant waits for. One pass over the windows, however
+/// many steps ask.
+fn window_openers(
     spec: &Spec,
     cal: &crate::calendar::Calendar,
     now: DateTime<Utc>,
-    at: DateTime<Utc>,
+    until: DateTime<Utc>,
     freeze: &[Interval],
-) -> Option<String> {
+) -> HashMap<DateTime<Utc>, String> {
     use crate::windows;
-    if at <= now {
-        return None;
+    let until = until.min(now + chrono::TimeDelta::days(OPENERS_DAYS));
+    if until <= now {
+        return HashMap::new();
     }
-    let range = Interval::new(
-        now.max(at - chrono::TimeDelta::days(7)),
-        at + chrono::TimeDelta::minutes(1),
-    );
+    let range = Interval::new(now, until + chrono::TimeDelta::minutes(1));
     windows::explain(&spec.window_rules(), cal, range, freeze)
         .iter()
-        .find(|e| e.window.start == at)
-        .and_then(|e| windows::opens_after(e, spec.windows.after_close))
+        .filter_map(|e| {
+            windows::opens_after(e, spec.windows.after_close).map(|o| (e.window.start, o))
+        })
+        .collect()
 }
 
 /// The projected plan of the steps not yet done, from `now`, under the
@@ -368,13 +384,23 @@ fn projected(
     };
     let p = plan::plan(&rest, cal, now, &freeze);
     let o = |t: &Option<DateTime<Utc>>| t.map(ts);
+    let last = p
+        .steps
+        .iter()
+        .filter_map(|s| match s {
+            Planned::SetWeight { at, .. } => *at,
+            _ => None,
+        })
+        .max()
+        .unwrap_or(now);
+    let openers = window_openers(spec, cal, now, last, &freeze);
     // A step waits for a window only when it comes later than the step
     // before it ended (a raise right after another shares its time, and
     // waits for that one, not for the window).
     let mut prev_end = Some(now);
     let mut waits = |t: &Option<DateTime<Utc>>, end: &Option<DateTime<Utc>>| {
         let w = match (*t, prev_end) {
-            (Some(t), Some(p)) if t > p => opens_after(spec, cal, now, t, &freeze),
+            (Some(t), Some(p)) if t > p => openers.get(&t).cloned(),
             _ => None,
         };
         prev_end = *end;
@@ -430,6 +456,7 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
         }
     };
     let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+    v["pass_failing"] = pass_failing(&c.failing_rollouts(), &rec.id);
     dashboard_fields(&mut v, &r, spec.as_deref());
     v["raise_expired_at"] = match raise_expired_at(st, &rec.id).await? {
         Some(ms) => json!(ms_ts(ms)),
@@ -547,26 +574,41 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
             }));
             let frozen = c.store().freeze().await?.on;
             // Planning walks the windows to the end of coverage: CPU work,
-            // done on the blocking pool so async workers stay free.
+            // on the blocking pool within the spec budget, so no spec can
+            // hold an async worker or this request for long. Over budget,
+            // the answer goes without the plan and the windows.
             let (spec2, r2, cal2) = (spec.clone(), r.clone(), cal.clone());
-            let (plan, after) = tokio::task::spawn_blocking(move || {
+            let job = tokio::task::spawn_blocking(move || {
                 let freeze = if frozen {
                     vec![Interval::new(now, cal2.coverage().end.max(now))]
                 } else {
                     vec![]
                 };
+                let after = r2
+                    .next_window
+                    .and_then(|t| window_openers(&spec2, &cal2, now, t, &freeze).remove(&t));
                 (
                     projected(&spec2, &cal2, &r2, now, frozen),
-                    r2.next_window
-                        .and_then(|t| opens_after(&spec2, &cal2, now, t, &freeze)),
+                    after,
+                    permitted_windows(&spec2, &cal2, now, frozen),
                 )
-            })
-            .await
-            .map_err(|e| ApiError::internal(format!("plan projection failed: {e}")))?;
+            });
+            let (plan, after, windows) = match tokio::time::timeout(SPEC_BUDGET, job).await {
+                Ok(done) => {
+                    done.map_err(|e| ApiError::internal(format!("plan projection failed: {e}")))?
+                }
+                Err(_) => {
+                    tracing::warn!(rollout = %rec.id, "Plan and windows took longer than the spec budget; answered without them.");
+                    (None, None, Value::Null)
+                }
+            };
             v["plan"] = json!(plan);
             // Why the next window is not open yet ("the equity session
             // ends"): the rule a person waits on.
             v["next_window_after"] = json!(after);
+            // For a finished rollout too: the calendar page shows the
+            // windows its spec would have now (planning the next release).
+            v["windows"] = windows;
             // The guard the spec keeps around its segments' sessions, so
             // the calendar page can draw it.
             v["guard"] = json!({
@@ -574,9 +616,6 @@ pub(crate) async fn detail(st: &AppState, rec: &RolloutRecord) -> Result<Value, 
                 "after_close_seconds": spec.windows.after_close.num_seconds(),
                 "segments": spec.segments,
             });
-            // For a finished rollout too: the calendar page shows the
-            // windows its spec would have now (planning the next release).
-            v["windows"] = permitted_windows(spec, &cal, now, frozen);
         }
         if !r.state.is_terminal()
             && let Ok((o, true)) = c.orientation_of(spec).await
@@ -700,6 +739,7 @@ pub async fn list(
     let fetch = if state.is_some() { 10_000 } else { limit };
     let recs = st.controller.store().rollouts(active_only, fetch).await?;
     let mut out = Vec::new();
+    let failing = st.controller.failing_rollouts();
     for rec in recs
         .iter()
         .filter(|r| state.as_ref().is_none_or(|s| &r.state == s))
@@ -708,6 +748,7 @@ pub async fn list(
         let r = engine_state(rec)?;
         let spec = st.controller.spec_for(rec).ok();
         let mut v = summary(rec, &r, spec.as_ref().map(|s| s.steps.len()));
+        v["pass_failing"] = pass_failing(&failing, &rec.id);
         dashboard_fields(&mut v, &r, spec.as_deref());
         v["raise_expired_at"] = match r.state.is_terminal() {
             true => Value::Null,

@@ -201,24 +201,30 @@ pub enum Switch {
     Off,
 }
 
-/// Run a parsed command; returns the process exit code.
+impl Cli {
+    /// Whether this command may die of SIGPIPE like any Unix tool: every
+    /// verb but `server` (see [`default_sigpipe`]).
+    pub fn ends_on_closed_pipe(&self) -> bool {
+        !matches!(self.command, Command::Server(_))
+    }
+}
+
 /// A verb writing into a closed pipe (`muhurat windows … | head`) ends
 /// quietly, as Unix tools do, instead of panicking in `println!`: Rust
-/// ignores SIGPIPE, so the write fails and `println!` panics. The server
-/// keeps it ignored — a client that hangs up must be an error on that one
-/// socket, never the end of the process.
-fn default_sigpipe() {
-    // SAFETY: called once, first thing in the process's only thread; it
-    // changes the disposition of one signal and touches no memory.
+/// ignores SIGPIPE, so the write fails and `println!` panics. Only for the
+/// CLI verbs: the server keeps it ignored — a client that hangs up must be
+/// an error on that one socket, never the end of the process. Call it from
+/// `main`, before any thread starts.
+pub fn default_sigpipe() {
+    // SAFETY: called from `main` before any thread is spawned; it changes
+    // the disposition of one signal and touches no memory.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
+/// Run a parsed command; returns the process exit code.
 pub fn run(cli: Cli) -> i32 {
-    if !matches!(cli.command, Command::Server(_)) {
-        default_sigpipe();
-    }
     let clock = crate::clock::SystemClock;
     match cli.command {
         Command::Validate {

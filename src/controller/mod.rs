@@ -163,12 +163,28 @@ struct Live {
     /// Decreases written and confirmed while the store was unreachable:
     /// (rollout, write version).
     degraded_done: HashSet<(String, u64)>,
-    /// Active rollouts whose last pass failed, with the error: the
-    /// controller cannot act on them (a stored spec that no longer
-    /// validates against the calendar loaded at start, say) — `/readyz`
-    /// and the dashboard say so. Rebuilt every pass.
-    failing: BTreeMap<String, String>,
+    /// Active rollouts whose passes fail, in a row: the controller cannot
+    /// act on them (a stored spec that no longer validates against the
+    /// calendar loaded at start, say). Rebuilt every pass; emptied while the
+    /// store is down (that is reported as itself).
+    failing: BTreeMap<String, PassFailing>,
 }
+
+/// A rollout whose controller passes fail, in a row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassFailing {
+    /// The first pass of the run that failed.
+    pub since: DateTime<Utc>,
+    /// Passes failed in a row.
+    pub passes: u32,
+    /// The latest error.
+    pub error: String,
+}
+
+/// A rollout is reported as one the controller cannot act on after this
+/// many failed passes in a row, so a passing hiccup (a busy database) is
+/// not an alarm.
+pub const PASS_FAILING_AFTER: u32 = 3;
 
 pub struct Controller {
     store: Store,
@@ -306,17 +322,18 @@ impl Controller {
         &self.metrics
     }
 
-    /// The spec a stored rollout runs (validated against the calendar in force).
-    /// Active rollouts whose last controller pass failed, with the error
-    /// (see `Live::failing`).
-    pub fn failing_rollouts(&self) -> Vec<(String, String)> {
+    /// Active rollouts whose last [`PASS_FAILING_AFTER`] passes or more all
+    /// failed, by id (see `Live::failing`).
+    pub fn failing_rollouts(&self) -> BTreeMap<String, PassFailing> {
         self.lock_live()
             .failing
             .iter()
+            .filter(|(_, f)| f.passes >= PASS_FAILING_AFTER)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect()
     }
 
+    /// The spec a stored rollout runs (validated against the calendar in force).
     pub fn spec_for(&self, rec: &RolloutRecord) -> Result<Arc<Spec>, ControlError> {
         self.spec_of(rec)
     }

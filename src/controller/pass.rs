@@ -60,6 +60,8 @@ impl Controller {
                 x
             }
             Err(e) => {
+                // The store being down is reported as itself.
+                self.lock_live().failing.clear();
                 self.gauges.set_store_up(false);
                 return Ok(self.pass_degraded(now, &e).await);
             }
@@ -74,13 +76,24 @@ impl Controller {
             live.pools_cache = pools.clone();
             live.degraded_done.clear();
         }
+        let before = self.lock_live().failing.clone();
         let mut failing = std::collections::BTreeMap::new();
         for rec in &active {
             report.rollouts += 1;
             if let Err(e) = self.pass_one(rec, now, &freeze, &pools, &mut report).await {
                 report.errors += 1;
                 tracing::error!(rollout = %rec.id, error = %e, "Controller pass failed for this rollout.");
-                failing.insert(rec.id.clone(), e.to_string());
+                let (since, passes) = before
+                    .get(&rec.id)
+                    .map_or((now, 1), |f| (f.since, f.passes.saturating_add(1)));
+                failing.insert(
+                    rec.id.clone(),
+                    super::PassFailing {
+                        since,
+                        passes,
+                        error: e.to_string(),
+                    },
+                );
             }
         }
         self.lock_live().failing = failing;

@@ -13,6 +13,8 @@
 pub mod cron;
 mod interval;
 
+use std::collections::HashMap;
+
 use chrono::{DateTime, TimeDelta, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
@@ -244,11 +246,10 @@ pub struct Explained<'a> {
     pub allow_ends: Option<&'a str>,
     /// The blocked stretch that ends where the window begins: what a raise
     /// waiting for this window waits for. `None` when the window begins at
-    /// the start of the range (nothing to wait for) or an allow window
-    /// opens it (`allow_starts`).
+    /// the start of the range (nothing to wait for).
     pub opened_by: Option<Blocked<'a>>,
-    /// The allow window that begins where this window begins, when that is
-    /// what opens it.
+    /// The allow window that begins where this window begins (with or
+    /// without a block ending there too).
     pub allow_starts: Option<&'a str>,
     /// The window goes on past the range shown; `ends` is its real end.
     pub cut_at_range_end: bool,
@@ -270,41 +271,47 @@ pub fn explain<'a>(
     let cuts = normalize(blocks.iter().map(|b| b.interval).collect());
     let allow_iv = cron_windows(rules.allow, rules.timezone, wide);
     let all = subtract(&allowed(rules, wide), &cuts);
+    // A window begins where a block ends (or an allow window begins) and
+    // ends where a block begins (or an allow window ends): look those up by
+    // instant, so a spec with thousands of windows stays linear.
+    let mut block_starts: HashMap<DateTime<Utc>, &Blocked> = HashMap::new();
+    let mut block_ends: HashMap<DateTime<Utc>, &Blocked> = HashMap::new();
+    for b in &blocks {
+        for (map, at) in [
+            (&mut block_starts, b.interval.start),
+            (&mut block_ends, b.interval.end),
+        ] {
+            let e = map.entry(at).or_insert(b);
+            if block_rank(&b.block) < block_rank(&e.block) {
+                *e = b;
+            }
+        }
+    }
+    let mut allow_starts: HashMap<DateTime<Utc>, &str> = HashMap::new();
+    let mut allow_ends: HashMap<DateTime<Utc>, &str> = HashMap::new();
+    for (iv, a) in &allow_iv {
+        allow_starts.entry(iv.start).or_insert(a.name.as_str());
+        allow_ends.entry(iv.end).or_insert(a.name.as_str());
+    }
     all.into_iter()
         .filter(|w| w.start < range.end)
         .map(|w| {
             let shown = Interval::new(w.start, w.end.min(range.end));
-            let closed_by = blocks
-                .iter()
-                .filter(|b| b.interval.start <= w.end && b.interval.end > w.end)
-                .min_by_key(|b| (b.interval.start != w.end, block_rank(&b.block)))
-                .cloned();
-            let allow_ends = if closed_by
-                .as_ref()
-                .is_some_and(|b| b.interval.start == w.end)
-            {
+            // No block overlaps a permitted window, so one that covers its
+            // end begins exactly there.
+            let closed_by = block_starts.get(&w.end).map(|b| (*b).clone());
+            let allow_ends = if closed_by.is_some() {
                 None
             } else {
-                allow_iv
-                    .iter()
-                    .find(|(iv, _)| iv.end == w.end)
-                    .map(|(_, a)| a.name.as_str())
+                allow_ends.get(&w.end).copied()
             };
             // Nothing to wait for when the window is open from the start.
             let opens_later = w.start > range.start;
-            let opened_by = blocks
-                .iter()
-                .filter(|b| opens_later && b.interval.end == w.start)
-                .min_by_key(|b| block_rank(&b.block))
-                .cloned();
-            let allow_starts = if opens_later && opened_by.is_none() {
-                allow_iv
-                    .iter()
-                    .find(|(iv, _)| iv.start == w.start)
-                    .map(|(_, a)| a.name.as_str())
-            } else {
-                None
-            };
+            let opened_by = block_ends
+                .get(&w.start)
+                .filter(|_| opens_later)
+                .map(|b| (*b).clone());
+            let allow_starts = allow_starts.get(&w.start).copied().filter(|_| opens_later);
             Explained {
                 window: shown,
                 closed_by,
@@ -338,21 +345,27 @@ pub fn block_label(b: &Block) -> String {
 /// equity session ends (+15m guard)", "allow window nightly opens". `None`
 /// when the window is open from the start of the range shown.
 pub fn opens_after(e: &Explained, after_close: TimeDelta) -> Option<String> {
-    if let Some(b) = &e.opened_by {
+    let block = e.opened_by.as_ref().map(|b| {
         let guard = if after_close.is_zero() {
             String::new()
         } else {
             format!(" (+{} guard)", crate::duration::format(after_close))
         };
-        return Some(match &b.block {
+        match &b.block {
             Block::Session { .. } | Block::Blackout(_) => {
                 format!("the {} ends{guard}", block_label(&b.block))
             }
             Block::Coverage => "the calendar's coverage begins".to_string(),
+            Block::Freeze => "the global freeze is lifted".to_string(),
             other => format!("{} ends", block_label(other)),
-        });
+        }
+    });
+    let allow = e.allow_starts.map(|a| format!("allow window {a} opens"));
+    match (block, allow) {
+        // Both end the wait: removing either would not open it earlier.
+        (Some(b), Some(a)) => Some(format!("{b} and {a}")),
+        (b, a) => b.or(a),
     }
-    e.allow_starts.map(|a| format!("allow window {a} opens"))
 }
 
 /// Does the permitted window `w` rest on provisional calendar data? What

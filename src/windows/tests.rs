@@ -780,4 +780,24 @@ fn explain_names_what_opens_each_window() {
         opens_after(&ex[0], r.after_close).as_deref(),
         Some("allow window nightly opens")
     );
+    // A deny window ending as the allow window begins: both end the wait.
+    let deny = [DenyRule::Fixed {
+        name: "results".into(),
+        from: t("2026-12-03T21:00:00+05:30"),
+        to: t("2026-12-03T22:00:00+05:30"),
+    }];
+    let r = rules(&s, &allow, &deny, IST, 30);
+    let ex = explain(
+        &r,
+        &c,
+        Interval::new(
+            t("2026-12-03T17:00:00+05:30"),
+            t("2026-12-03T23:30:00+05:30"),
+        ),
+        &[],
+    );
+    assert_eq!(
+        opens_after(&ex[0], r.after_close).as_deref(),
+        Some("deny window results ends and allow window nightly opens")
+    );
 }
