@@ -1,5 +1,6 @@
 //! Permitted windows over 365 days of the NSE calendar (all four segments,
-//! allow and deny rules) and the plan of rollouts/kite-api.yaml.
+//! allow and deny rules), the worst case of the dashboard's explained
+//! windows, and the plan of rollouts/kite-api.yaml.
 //! Run: cargo bench --bench windows
 
 use std::path::Path;
@@ -40,6 +41,25 @@ fn bench(c: &mut Criterion) {
                 windows::permitted(black_box(&rules), black_box(&loaded.calendar), range, &[])
             })
         },
+    );
+
+    // The worst a valid spec can ask of the dashboard's permitted windows
+    // (14 days, each with what opens and closes it): an allow rule starting
+    // every minute, the most `validate` accepts, for 30 s.
+    let worst = kite.replacen(
+        "  deny:\n",
+        "  allow:\n    - {name: every-minute, cron: \"* * * * *\", duration: 30s}\n  deny:\n",
+        1,
+    );
+    let worst = load(&worst);
+    let from: DateTime<Utc> = "2026-11-09T09:30:00+05:30".parse().unwrap();
+    let range = Interval::new(from, from + TimeDelta::days(14));
+    let rules = worst.spec.window_rules();
+    let n = windows::explain(&rules, &worst.calendar, range, &[]).len();
+    eprintln!("explained windows in 14 days, allow every minute: {n}");
+    c.bench_function(
+        "explain windows, NSE, 14 days, allow every minute for 30s (worst case)",
+        |b| b.iter(|| windows::explain(black_box(&rules), black_box(&worst.calendar), range, &[])),
     );
 
     let kite = load(&kite);
