@@ -177,11 +177,10 @@ impl Field {
                     (v, v)
                 }
             };
-            let step = step.unwrap_or(1);
-            let mut v = lo;
-            while v <= hi {
+            // `step_by` cannot overflow: `v += step` did, for a step near
+            // u32::MAX (a panic in debug builds, wrapped extra bits in release).
+            for v in (lo..=hi).step_by(step.map_or(1, |s| s as usize)) {
                 bits |= 1 << v;
-                v += step;
             }
         }
         Ok(bits)
@@ -375,6 +374,23 @@ mod tests {
     fn rejects(#[case] expr: &str, #[case] needle: &str) {
         let e = Cron::parse(expr).unwrap_err();
         assert!(e.contains(needle), "{expr}: {e}");
+    }
+
+    #[test]
+    fn step_near_u32_max_overflowed_into_extra_minutes() {
+        // `v += step` overflowed u32: a panic in debug builds; in release the
+        // wrapped sum stepped back down, so `5/4294967295` also started at
+        // minutes 0-4.
+        for (expr, minutes) in [
+            ("1/4294967295 * * * *", 1u64 << 1),
+            ("5/4294967295 * * * *", 1 << 5),
+            ("*/4294967295 * * * *", 1),
+            ("3-9/4294967290 * * * *", 1 << 3),
+        ] {
+            assert_eq!(Cron::parse(expr).unwrap().minutes, minutes, "{expr}");
+        }
+        let c = Cron::parse("0 0 1 1 0/4294967295").unwrap();
+        assert_eq!(c.dow, 1);
     }
 
     #[test]
