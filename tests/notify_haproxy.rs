@@ -24,7 +24,7 @@ use std::time::Duration;
 use axum::routing::post;
 use axum::{Json, Router};
 use chrono::{DateTime, TimeDelta, Utc};
-use haproxy_support::{Haproxy, NamedServer, config, free_port, servers};
+use haproxy_support::{Haproxy, NamedServer, blue_green};
 use muhurat::clock::ManualClock;
 use muhurat::controller::testing::ScriptedMetrics;
 use muhurat::controller::{Calendars, Config, Controller, StartOutcome, StartRequest};
@@ -129,23 +129,7 @@ impl World {
 }
 
 async fn world(hook_port: u16) -> World {
-    let mut named = Vec::new();
-    for n in ["b1", "b2", "g1", "g2"] {
-        named.push(NamedServer::start(n).await);
-    }
-    let haproxy = Haproxy::start(&config(
-        "http",
-        free_port(),
-        BE,
-        "roundrobin",
-        &servers(&[
-            ("b1", named[0].port, 100, ""),
-            ("b2", named[1].port, 100, ""),
-            ("g1", named[2].port, 0, ""),
-            ("g2", named[3].port, 0, ""),
-        ]),
-    ))
-    .await;
+    let (named, haproxy, _fe) = blue_green(BE).await;
     let (store, _url, db) = testing::fresh(Backend::Sqlite).await;
     let cals = tempfile::tempdir().unwrap();
     calendar(cals.path());

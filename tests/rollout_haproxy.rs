@@ -16,7 +16,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use haproxy_support::{Haproxy, NamedServer, config, free_port, servers, split};
+use haproxy_support::{Haproxy, NamedServer, blue_green, split};
 use muhurat::clock::ManualClock;
 use muhurat::controller::testing::ScriptedMetrics;
 use muhurat::controller::{Calendars, Config, Controller, StartOutcome, StartRequest};
@@ -68,24 +68,7 @@ struct World {
 }
 
 async fn world() -> World {
-    let mut named = Vec::new();
-    for n in BLUE.iter().chain(&GREEN) {
-        named.push(NamedServer::start(n).await);
-    }
-    let fe = free_port();
-    let haproxy = Haproxy::start(&config(
-        "http",
-        fe,
-        BE,
-        "roundrobin",
-        &servers(&[
-            ("b1", named[0].port, 100, ""),
-            ("b2", named[1].port, 100, ""),
-            ("g1", named[2].port, 0, ""),
-            ("g2", named[3].port, 0, ""),
-        ]),
-    ))
-    .await;
+    let (named, haproxy, fe) = blue_green(BE).await;
     let (store, _url, db) = testing::fresh(Backend::Sqlite).await;
     let cals = tempfile::tempdir().unwrap();
     calendar(cals.path());

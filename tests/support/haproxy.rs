@@ -299,6 +299,31 @@ pub fn servers(list: &[(&str, u16, u32, &str)]) -> String {
         .collect()
 }
 
+/// A blue/green backend `be` on a real HAProxy in HTTP mode: named servers
+/// b1, b2 (blue, weight 100: live) and g1, g2 (green, weight 0: idle), and
+/// a frontend on the returned port.
+pub async fn blue_green(be: &str) -> (Vec<NamedServer>, Haproxy, u16) {
+    let mut named = Vec::new();
+    for n in ["b1", "b2", "g1", "g2"] {
+        named.push(NamedServer::start(n).await);
+    }
+    let fe = free_port();
+    let haproxy = Haproxy::start(&config(
+        "http",
+        fe,
+        be,
+        "roundrobin",
+        &servers(&[
+            ("b1", named[0].port, 100, ""),
+            ("b2", named[1].port, 100, ""),
+            ("g1", named[2].port, 0, ""),
+            ("g2", named[3].port, 0, ""),
+        ]),
+    ))
+    .await;
+    (named, haproxy, fe)
+}
+
 /// defaults + one frontend on `fe_port` + backend `name`.
 pub fn config(mode: &str, fe_port: u16, name: &str, balance: &str, server_lines: &str) -> String {
     format!(
