@@ -1097,7 +1097,10 @@ async fn the_timeline_names_the_rule_a_waiting_step_waits_for() {
     let ist = chrono_tz::Asia::Kolkata;
     let at = |t: DateTime<Utc>| t.with_timezone(&ist).format("%Y-%m-%dT%H:%M:00%:z");
     let spec = env
-        .spec("orders", "  - set_weight: 10\n  - set_weight: 100\n")
+        .spec(
+            "orders",
+            "  - set_weight: 10\n  - set_weight: 100\n  - bake: {duration: 15s}\n",
+        )
         .replace(
             "  min_remaining: 0m\n",
             &format!(
@@ -1132,6 +1135,11 @@ async fn the_timeline_names_the_rule_a_waiting_step_waits_for() {
         .js("return document.querySelector('li[data-step=\"1\"]').innerText")
         .await;
     assert!(!next.as_str().unwrap().contains("waits until"), "{next}");
+    // Regression: a bake shorter than a minute read "bake 0 m".
+    let bake = b
+        .js("return document.querySelector('li[data-step=\"2\"] strong').innerText")
+        .await;
+    assert_eq!(bake, json!("bake 15 s"));
     b.screenshots("rollout-waiting-for-a-window").await;
     b.assert_no_console_errors(&[]).await;
 }

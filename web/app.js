@@ -103,6 +103,8 @@
   function dur(sec) {
     const d = Math.floor(sec / 86400), h = Math.floor((sec % 86400) / 3600), m = Math.floor((sec % 3600) / 60);
     if (d) return h ? `${d} d ${h} h` : `${d} d`;
+    // Under a minute (a demo's 15 s bake): seconds, never "0 m".
+    if (!h && !m) return `${Math.round(sec)} s`;
     return h && m ? `${h} h ${m} m` : h ? `${h} h` : `${m} m`;
   }
 
