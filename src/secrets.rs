@@ -290,8 +290,9 @@ fn destination(url: &str) -> Result<(String, String, u16), String> {
 }
 
 impl Secrets {
-    /// A single binding (tests and small set-ups).
-    pub fn one(name: &str, env: &str, scheme: Scheme, hosts: &[&str]) -> Secrets {
+    /// A single binding (tests and small set-ups); a host that is not
+    /// `host:port` is an error naming it.
+    pub fn one(name: &str, env: &str, scheme: Scheme, hosts: &[&str]) -> Result<Secrets, String> {
         let mut s = Secrets::default();
         s.bindings.insert(
             name.to_string(),
@@ -300,11 +301,11 @@ impl Secrets {
                 scheme,
                 hosts: hosts
                     .iter()
-                    .map(|h| BoundHost::parse(h).expect("a valid host:port"))
-                    .collect(),
+                    .map(|h| BoundHost::parse(h).map_err(|e| format!("secret `{name}`: {e}")))
+                    .collect::<Result<_, _>>()?,
             },
         );
-        s
+        Ok(s)
     }
 
     pub fn binding(&self, name: &str) -> Result<&Binding, SecretError> {
@@ -392,6 +393,7 @@ mod tests {
             Scheme::Https,
             &["consul.internal:8500"],
         )
+        .unwrap()
     }
 
     #[test]
@@ -459,7 +461,7 @@ mod tests {
 
     #[test]
     fn ipv6_bindings() {
-        let s = Secrets::one("vm", "V", Scheme::Http, &["[::1]:8428"]);
+        let s = Secrets::one("vm", "V", Scheme::Http, &["[::1]:8428"]).unwrap();
         assert_eq!(s.check_destination("vm", "http://[::1]:8428"), Ok(()));
         assert!(s.check_destination("vm", "http://127.0.0.1:8428").is_err());
     }

@@ -351,7 +351,8 @@ async fn acl_403_is_a_clear_error_naming_the_secret_and_never_the_token() {
             "MUHURAT_TEST_CONSUL_UNSET_XYZ",
             Scheme::Http,
             &[c.address().trim_start_matches("http://")],
-        ),
+        )
+        .unwrap(),
         limits(),
     )));
     let m = f

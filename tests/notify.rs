@@ -111,8 +111,11 @@ fn secrets() -> Secrets {
     let host = format!("127.0.0.1:{}", receiver().port);
     let mut all = Secrets::default();
     for (s, _) in SECRETS {
-        all.bindings
-            .extend(Secrets::one(s, &var_of(s), Scheme::Http, &[host.as_str()]).bindings);
+        all.bindings.extend(
+            Secrets::one(s, &var_of(s), Scheme::Http, &[host.as_str()])
+                .unwrap()
+                .bindings,
+        );
     }
     all
 }
@@ -371,6 +374,7 @@ async fn a_webhook_outside_its_binding_or_allowed_hosts_is_never_called() {
             Scheme::Http,
             &["127.0.0.1:1"],
         )
+        .unwrap()
         .bindings,
     );
     notify_event(&store, t0(), "unbound-hook", "should not arrive").await;

@@ -157,7 +157,7 @@ async fn world(hook_port: u16) -> World {
     let host = format!("127.0.0.1:{hook_port}");
     let worker = Worker {
         store,
-        secrets: Secrets::one("mattermost", HOOK_VAR, Scheme::Http, &[host.as_str()]),
+        secrets: Secrets::one("mattermost", HOOK_VAR, Scheme::Http, &[host.as_str()]).unwrap(),
         policy: Arc::new(muhurat::policy::Policy::default()),
         http: notify::client(),
         clock: clock.clone(),

@@ -54,6 +54,7 @@ fn token_error(e: TokenError) -> ApiError {
             ApiError::new(StatusCode::CONFLICT, "last_admin", e.to_string())
         }
         TokenError::Invalid(m) => ApiError::bad_request(m),
+        TokenError::Random(_) => ApiError::internal(e.to_string()),
         TokenError::Store(s) => s.into(),
     }
 }

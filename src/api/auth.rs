@@ -145,15 +145,20 @@ pub fn hash_token(token: &str) -> String {
 }
 
 /// A new random token and its hash: (`mht_…` shown once, hash to store).
-pub fn new_token() -> (String, String) {
-    let mut bytes = [0u8; 32];
-    // The OS random source failing is not something to limp along without:
-    // a predictable token would be worse than no server.
-    getrandom::getrandom(&mut bytes).expect("the operating system's random source works");
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+pub fn new_token() -> Result<(String, String), TokenError> {
+    let hex = random_hex().map_err(|e| TokenError::Random(e.to_string()))?;
     let token = format!("{TOKEN_PREFIX}{hex}");
     let hash = hash_token(&token);
-    (token, hash)
+    Ok((token, hash))
+}
+
+/// 32 bytes from the operating system's random source, as hex. Its failing
+/// is an error, never a fallback: a predictable token or session id would
+/// be worse than none.
+pub fn random_hex() -> Result<String, getrandom::Error> {
+    let mut bytes = [0u8; 32];
+    getrandom::getrandom(&mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -166,6 +171,10 @@ pub enum TokenError {
         "token `{0}` is the last live admin token; create another admin token first, then revoke this one"
     )]
     LastAdmin(String),
+    #[error(
+        "the operating system's random source failed ({0}); no token was made — check the host's /dev/urandom and getrandom(2)"
+    )]
+    Random(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -235,7 +244,7 @@ pub async fn create_token_at(
     if store.tokens().await?.iter().any(|t| t.name == name) {
         return Err(TokenError::Exists(name.to_string()));
     }
-    let (token, hash) = new_token();
+    let (token, hash) = new_token()?;
     let rec = TokenRecord {
         name: name.to_string(),
         hash,
@@ -398,8 +407,8 @@ mod tests {
 
     #[test]
     fn tokens_are_random_prefixed_and_hashed() {
-        let (a, ha) = new_token();
-        let (b, _) = new_token();
+        let (a, ha) = new_token().unwrap();
+        let (b, _) = new_token().unwrap();
         assert_ne!(a, b);
         assert!(a.starts_with("mht_") && a.len() == 4 + 64, "{a}");
         assert_eq!(ha, hash_token(&a));

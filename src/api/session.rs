@@ -94,12 +94,6 @@ pub struct SessionCaller {
     pub expires_in: Duration,
 }
 
-fn random_hex() -> String {
-    let mut bytes = [0u8; 32];
-    getrandom::getrandom(&mut bytes).expect("the operating system's random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// Equal without an early exit on the first differing byte.
 fn same(a: &str, b: &str) -> bool {
     a.len() == b.len()
@@ -123,9 +117,9 @@ pub fn cookie(headers: &HeaderMap) -> Option<&str> {
 }
 
 impl Sessions {
-    fn create(&self, token_hash: String) -> (String, String) {
-        let id = random_hex();
-        let csrf = random_hex();
+    fn create(&self, token_hash: String) -> Result<(String, String), getrandom::Error> {
+        let id = super::auth::random_hex()?;
+        let csrf = super::auth::random_hex()?;
         let now = Instant::now();
         let mut map = self.map.lock().unwrap_or_else(|e| e.into_inner());
         map.retain(|_, s| !s.expired(now));
@@ -146,7 +140,7 @@ impl Sessions {
                 last_seen: now,
             },
         );
-        (id, csrf)
+        Ok((id, csrf))
     }
 
     /// The live session behind a cookie value (touching it), as
@@ -348,7 +342,11 @@ pub async fn sign_in(State(st): State<AppState>, req: Request) -> Result<Respons
             return Err(e);
         }
     };
-    let (id, csrf) = st.sessions.create(hash);
+    let (id, csrf) = st.sessions.create(hash).map_err(|e| {
+        ApiError::internal(format!(
+            "the operating system's random source failed ({e}); no session was made"
+        ))
+    })?;
     tracing::info!(principal = %caller.principal, role = %caller.role, token = %caller.token_name, "Dashboard sign-in.");
     let body = who(&SessionCaller {
         caller,
@@ -477,7 +475,7 @@ mod tests {
     #[test]
     fn sessions_end_and_are_keyed_by_hash() {
         let s = Sessions::default();
-        let (id, csrf) = s.create("h".into());
+        let (id, csrf) = s.create("h".into()).unwrap();
         assert_ne!(id, csrf);
         let (hash, c, left) = s.get(&id).expect("live");
         assert_eq!((hash.as_str(), c.as_str()), ("h", csrf.as_str()));
