@@ -10,40 +10,19 @@
 #[path = "support/haproxy.rs"]
 mod haproxy;
 
+#[path = "support/open_calendar.rs"]
+mod open_calendar;
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
 use haproxy::{Haproxy, NamedServer, config, free_port, servers};
-use muhurat::clock::{Clock, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BIN: &str = env!("CARGO_BIN_EXE_muhurat");
-
-fn calendar_yaml() -> String {
-    let today = SystemClock
-        .now()
-        .with_timezone(&chrono_tz::Asia::Kolkata)
-        .date_naive();
-    let from = today - TimeDelta::days(3);
-    let until = today + TimeDelta::days(3);
-    let holidays: String = (0..=6)
-        .map(|i| {
-            format!(
-                "  - {{date: {}, name: h{i}, closed: all}}\n",
-                from + TimeDelta::days(i)
-            )
-        })
-        .collect();
-    format!(
-        "name: loadtest\nversion: \"1\"\ntimezone: Asia/Kolkata\nvalid_from: {from}\nvalid_until: {until}\n\
-         segments:\n  equity: {{days: [mon, tue, wed, thu, fri], open: \"09:15\", close: \"15:30\"}}\n\
-         holidays:\n{holidays}"
-    )
-}
 
 struct Child(std::process::Child);
 impl Drop for Child {
@@ -78,7 +57,11 @@ async fn under_idle_slow_and_heavy_load_health_answers_and_drift_is_corrected() 
     let dir = tempfile::tempdir().unwrap();
     let cals = dir.path().join("calendars");
     std::fs::create_dir_all(&cals).unwrap();
-    std::fs::write(cals.join("loadtest.yaml"), calendar_yaml()).unwrap();
+    std::fs::write(
+        cals.join("loadtest.yaml"),
+        open_calendar::calendar_yaml("loadtest"),
+    )
+    .unwrap();
     let blue = NamedServer::start("b1").await;
     let green = NamedServer::start("g1").await;
     let h = Haproxy::start(&config(

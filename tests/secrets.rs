@@ -8,13 +8,14 @@
 //! a secret's value. A bound metrics host that redirects to the attacker
 //! does not make the server follow with the token.
 
+#[path = "support/open_calendar.rs"]
+mod open_calendar;
+
 use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use chrono::TimeDelta;
-use muhurat::clock::{Clock, SystemClock};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -84,29 +85,6 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Every date of the coverage a closed holiday: nothing blocked inside it.
-fn calendar_yaml() -> String {
-    let today = SystemClock
-        .now()
-        .with_timezone(&chrono_tz::Asia::Kolkata)
-        .date_naive();
-    let from = today - TimeDelta::days(3);
-    let until = today + TimeDelta::days(3);
-    let holidays: String = (0..=6)
-        .map(|i| {
-            format!(
-                "  - {{date: {}, name: h{i}, closed: all}}\n",
-                from + TimeDelta::days(i)
-            )
-        })
-        .collect();
-    format!(
-        "name: sectest\nversion: \"1\"\ntimezone: Asia/Kolkata\nvalid_from: {from}\nvalid_until: {until}\n\
-         segments:\n  equity: {{days: [mon, tue, wed, thu, fri], open: \"09:15\", close: \"15:30\"}}\n\
-         holidays:\n{holidays}"
-    )
-}
-
 struct Server {
     child: std::process::Child,
     url: String,
@@ -127,7 +105,11 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let cals = dir.path().join("calendars");
         std::fs::create_dir_all(&cals).unwrap();
-        std::fs::write(cals.join("sectest.yaml"), calendar_yaml()).unwrap();
+        std::fs::write(
+            cals.join("sectest.yaml"),
+            open_calendar::calendar_yaml("sectest"),
+        )
+        .unwrap();
         let config = dir.path().join("muhurat.yaml");
         std::fs::write(
             &config,
